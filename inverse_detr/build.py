@@ -1,0 +1,92 @@
+"""Config sections → objects. Only entry points call this; everything it builds takes
+explicit typed arguments, so notebooks can build the same objects without a config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from transformers import DetrForObjectDetection
+
+from inverse_detr.data.datamodule import DetectionDataModule, Split
+from inverse_detr.data.shapes import SHAPE_CLASSES, ensure_shapes_world
+from inverse_detr.data.transforms import DetrTransform
+from inverse_detr.detr import freeze, image_normalization, load_detr, random_detr
+
+log = logging.getLogger(__name__)
+
+
+def build_detr(model: DictConfig, seed: int, frozen: bool = True) -> DetrForObjectDetection:
+    """The DETR named by `model.name`, or a seeded random one for `model.name=random`."""
+    if model.name != "random":
+        return load_detr(model.name, frozen=frozen)
+    spec = model.random
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        detr = random_detr(
+            backbone=spec.backbone,
+            dilation=spec.dilation,
+            d_model=spec.d_model,
+            encoder_layers=spec.encoder_layers,
+            decoder_layers=spec.decoder_layers,
+            attention_heads=spec.attention_heads,
+            ffn_dim=spec.ffn_dim,
+            num_queries=spec.num_queries,
+            num_labels=spec.num_labels,
+            id2label=_shapes_labels(spec.num_labels),
+        )
+    log.info(
+        "built a random DETR (%s, d=%d): no trained detector given", spec.backbone, spec.d_model
+    )
+    return freeze(detr) if frozen else detr
+
+
+def _shapes_labels(num_labels: int) -> dict[int, str]:
+    names = {i + 1: c.name for i, c in enumerate(SHAPE_CLASSES)}
+    return {i: names.get(i, f"class_{i}") for i in range(num_labels)}
+
+
+def data_splits(data: DictConfig) -> tuple[Split, Split]:
+    """(train, val) locations; the shapes world is generated on first use."""
+    if data.kind == "shapes":
+        world = ensure_shapes_world(
+            Path(data.cache_dir).expanduser(),
+            data.shapes.train,
+            data.shapes.val,
+            size=data.shapes.size,
+            seed=data.shapes.seed,
+            num_classes=data.shapes.classes,
+        )
+        return Split(*world.split("train")), Split(*world.split("val"))
+    root = Path(data.root).expanduser()
+    return (
+        Split(root / data.train_images, root / data.train_annotations),
+        Split(root / data.val_images, root / data.val_annotations),
+    )
+
+
+def build_transform(data: DictConfig, model_name: str) -> DetrTransform:
+    """Resize as configured, normalise with the DETR's own image-processor statistics."""
+    mean, std = image_normalization(model_name) if model_name != "random" else (None, None)
+    kwargs = {"mean": mean, "std": std} if mean else {}
+    return DetrTransform(tuple(data.image_size), data.resize, **kwargs)
+
+
+def build_datamodule(
+    data: DictConfig, model_name: str, with_masks: bool = False
+) -> DetectionDataModule:
+    train, val = data_splits(data)
+    return DetectionDataModule(
+        train,
+        val,
+        build_transform(data, model_name),
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        pin_memory=data.pin_memory,
+        on_bad_image=data.on_bad_image,
+        max_train_images=data.max_train_images,
+        max_val_images=data.max_val_images,
+        with_masks=with_masks,
+    )

@@ -1,0 +1,202 @@
+"""Typed configuration: dataclass schemas, YAML groups, `key=value` overrides, validation.
+
+`load_config(["experiment=coco", "data.batch_size=8"])` merges, in order:
+1. the schema defaults below,
+2. the group files chosen in `configs/train.yaml`'s `defaults`, then by the experiment's
+   `defaults`, then by `group=name` arguments (`data=coco` reads `configs/data/coco.yaml`),
+3. the experiment file's own values (`configs/experiment/NAME.yaml`),
+4. dotlist overrides (`data.batch_size=8`).
+`model=DIR_OR_HUB_ID` is short for `model.name=...` when no `configs/model/` file has that name.
+Unknown keys and wrong types are one-line `ConfigError`s naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+GROUPS = ("data", "model", "inverse", "trainer")
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message is one line naming the key or file."""
+
+
+@dataclass
+class RandomDetrConfig:
+    """A DETR built with random weights, for runs without a trained detector."""
+
+    backbone: str = "resnet10t"  # any timm ResNet
+    dilation: bool = True  # output stride 16 instead of 32
+    d_model: int = 128
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    attention_heads: int = 8
+    ffn_dim: int = 512
+    num_queries: int = 12
+    num_labels: int = 7  # class ids 0..6: the shapes world's 1..6 (COCO-style ids)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "random"  # hub id, save_pretrained directory, or "random" (built from `random`)
+    random: RandomDetrConfig = field(default_factory=RandomDetrConfig)
+
+
+@dataclass
+class ShapesConfig:
+    train: int = 2000
+    val: int = 200
+    size: int = 128
+    classes: int = 6
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    kind: str = "shapes"  # shapes | coco
+    root: str = ""  # coco: dataset root holding the image folders and annotations/
+    train_images: str = "train2017"
+    train_annotations: str = "annotations/instances_train2017.json"
+    val_images: str = "val2017"
+    val_annotations: str = "annotations/instances_val2017.json"
+    cache_dir: str = "~/.cache/inverse_detr"  # where the shapes world is generated
+    shapes: ShapesConfig = field(default_factory=ShapesConfig)
+    image_size: list[int] = field(default_factory=lambda: [128, 128])  # (H, W)
+    resize: str = "fixed"  # fixed: stretch to image_size | pad: keep aspect, pad, pixel mask
+    batch_size: int = 16
+    num_workers: int = 2
+    pin_memory: bool = True
+    on_bad_image: str = "skip"  # skip (warn + count) | error
+    max_train_images: int = 0  # 0: all
+    max_val_images: int = 0
+
+
+CHOICES = {
+    "data.kind": ("shapes", "coco"),
+    "data.resize": ("fixed", "pad"),
+    "data.on_bad_image": ("skip", "error"),
+}
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    out_dir: str = "runs"
+    run_name: str = ""  # empty: a timestamp
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def _schema_error(err: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or "?"
+    if isinstance(err, ConfigKeyError):
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.select(OmegaConf.structured(Config), parent) if parent else None
+        allowed = ", ".join((node if node is not None else OmegaConf.structured(Config)).keys())
+        return ConfigError(f"{source}: unknown config key '{key}'; allowed here: {allowed}")
+    msg = str(err).splitlines()[0]
+    return ConfigError(f"{source}: bad value for config key '{key}': {msg}")
+
+
+def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as err:
+        raise _schema_error(err, source) from None
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as err:  # yaml's errors carry multi-line context
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: must hold a mapping of config keys")
+    return loaded
+
+
+def _split_defaults(cfg: DictConfig, path: Path) -> tuple[dict[str, str], DictConfig]:
+    """Pop the `defaults: {group: name}` selection off a YAML file's values."""
+    defaults = cfg.pop("defaults", None) or {}
+    if not isinstance(defaults, (dict, DictConfig)) or any(k not in GROUPS for k in defaults):
+        raise ConfigError(f"{path}: 'defaults' must map groups ({', '.join(GROUPS)}) to names")
+    return {str(k): str(v) for k, v in defaults.items()}, cfg
+
+
+def _parse_overrides(overrides: list[str], config_dir: Path):
+    groups: dict[str, str] = {}
+    experiment, dotlist = None, []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        if key == "experiment":
+            experiment = value
+        elif key == "model" and not (config_dir / "model" / f"{value}.yaml").is_file():
+            dotlist.append(f"model.name={value}")
+        elif key in GROUPS:
+            groups[key] = value
+        else:
+            dotlist.append(item)
+    return groups, experiment, dotlist
+
+
+def load_config(overrides: list[str] | None = None, config_dir: Path = CONFIG_DIR) -> DictConfig:
+    """The validated config for `overrides` (a list of `key=value` strings)."""
+    groups_cli, experiment, dotlist = _parse_overrides(list(overrides or []), config_dir)
+    groups, _ = _split_defaults(_read_yaml(config_dir / "train.yaml"), config_dir / "train.yaml")
+    exp_values, exp_source = OmegaConf.create(), "experiment"
+    if experiment:
+        exp_path = config_dir / "experiment" / f"{experiment}.yaml"
+        if not exp_path.is_file():
+            names = sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
+            raise ConfigError(f"unknown experiment '{experiment}'; available: {', '.join(names)}")
+        exp_groups, exp_values = _split_defaults(_read_yaml(exp_path), exp_path)
+        exp_source = str(exp_path)
+        groups.update(exp_groups)
+    groups.update(groups_cli)
+
+    cfg = OmegaConf.structured(Config)
+    for group, name in groups.items():
+        path = config_dir / group / f"{name}.yaml"
+        if not path.is_file():
+            names = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+            raise ConfigError(f"unknown {group} '{name}'; available: {', '.join(names)}")
+        cfg = _merge(cfg, {group: _read_yaml(path)}, str(path))
+    cfg = _merge(cfg, exp_values, exp_source)
+    try:
+        cli = OmegaConf.from_dotlist(dotlist)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"bad override: {str(err).splitlines()[0]}") from None
+    cfg = _merge(cfg, cli, "command line")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks the schema's types cannot express: choices and ranges."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' is {value!r}; allowed: {', '.join(allowed)}")
+    if len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 16:
+        raise ConfigError(
+            f"config key 'data.image_size' must be [H, W] ≥ 16, got {list(cfg.data.image_size)}"
+        )
+    if cfg.data.batch_size < 1:
+        raise ConfigError(f"config key 'data.batch_size' must be ≥ 1, got {cfg.data.batch_size}")
+
+
+def save_config(cfg: DictConfig, path: Path) -> Path:
+    """Write the resolved config as YAML (the record of what a run did)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path

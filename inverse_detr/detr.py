@@ -1,0 +1,177 @@
+"""Load any HF DETR frozen, and read every stage's embedding from one forward pass.
+
+HF's DETR returns the encoder and decoder hidden states but not the backbone's padding mask
+or the spatial sine position embedding; forward hooks on `model.model.backbone` and
+`model.model.position_embedding` capture those during the same pass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from transformers import DetrConfig, DetrForObjectDetection
+
+from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from inverse_detr.embeddings import ForwardEmbeddings
+
+log = logging.getLogger(__name__)
+
+
+class DetrLoadError(RuntimeError):
+    """A DETR name or directory that cannot be loaded; the message is one line."""
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else can only be meant as a directory."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
+
+
+def load_detr(
+    name_or_path: str | os.PathLike,
+    *,
+    local_files_only: bool | None = None,
+    frozen: bool = True,
+) -> DetrForObjectDetection:
+    """Load a `DetrForObjectDetection` from a hub id or a `save_pretrained` directory.
+
+    With `frozen=True` (default) the model is in `eval()` mode and no parameter requires grad.
+    `local_files_only=None` lets HF decide (its `HF_HUB_OFFLINE` setting).
+    Raises `DetrLoadError` with a one-line message when the model cannot be loaded.
+    """
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise DetrLoadError(f"{path}: not a DETR directory (no config.json in it)")
+        name = str(path)
+    elif _looks_like_path(name):
+        raise DetrLoadError(f"DETR directory not found: {path}")
+    try:
+        model = DetrForObjectDetection.from_pretrained(name, local_files_only=local_files_only)
+    except OSError as err:
+        raise DetrLoadError(
+            f"cannot load DETR {name!r} offline ({str(err).splitlines()[0]}); give a local "
+            "directory written by save_pretrained instead, e.g. model.name=checkpoints/shapes-detr"
+        ) from None
+    except (ValueError, KeyError) as err:
+        raise DetrLoadError(f"{name}: not a loadable DETR ({err})") from None
+    return freeze(model) if frozen else model
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """Put `model` in eval mode and stop every parameter from requiring grad.
+
+    HF's timm-backbone path freezes only part of the backbone, so this is explicit.
+    """
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def image_normalization(name_or_path: str | os.PathLike) -> tuple[tuple[float, ...], ...]:
+    """(mean, std) of the DETR's image processor, ImageNet's when it records none.
+
+    Reads `preprocessor_config.json` of a local directory; hub ids use ImageNet statistics,
+    which every released DETR uses.
+    """
+    config_file = Path(name_or_path).expanduser() / "preprocessor_config.json"
+    if config_file.is_file():
+        settings = json.loads(config_file.read_text())
+        mean, std = settings.get("image_mean"), settings.get("image_std")
+        if mean and std:
+            return tuple(mean), tuple(std)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+@contextmanager
+def _capture(module: torch.nn.Module, store: dict, key: str):
+    handle = module.register_forward_hook(lambda _m, _args, output: store.__setitem__(key, output))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def forward_embeddings(
+    model: DetrForObjectDetection,
+    pixel_values: torch.Tensor,
+    pixel_mask: torch.Tensor | None = None,
+) -> ForwardEmbeddings:
+    """Every stage's embedding from ONE forward pass of `model`.
+
+    pixel_values: (B, 3, H, W) normalised images
+    pixel_mask:   (B, H, W) 1 on real pixels, 0 on padding (None: all real)
+    Gradients flow when the caller allows them (joint mode); wrap in `torch.no_grad()` to
+    compute frozen targets.
+    """
+    captured: dict = {}
+    detr = model.model
+    with (
+        _capture(detr.backbone, captured, "backbone"),
+        _capture(detr.position_embedding, captured, "spatial_pos"),
+    ):
+        out = model(pixel_values=pixel_values, pixel_mask=pixel_mask, output_hidden_states=True)
+    feature_map, mask = captured["backbone"][-1]
+    spatial_pos = captured["spatial_pos"]  # (B, d, H', W')
+    return ForwardEmbeddings(
+        backbone=out.encoder_hidden_states[0],
+        grid=(feature_map.shape[-2], feature_map.shape[-1]),
+        spatial_pos=spatial_pos.flatten(2).transpose(1, 2),  # (B, d, H', W') -> (B, HW, d)
+        mask=mask.flatten(1),  # (B, H', W') -> (B, HW)
+        encoder_layers=tuple(out.encoder_hidden_states),
+        decoder_layers=tuple(out.decoder_hidden_states),
+        logits=out.logits,
+        boxes=out.pred_boxes,
+        query_pos=detr.query_position_embeddings.weight,
+        image_size=(pixel_values.shape[-2], pixel_values.shape[-1]),
+    )
+
+
+def num_labels_with_no_object(model: DetrForObjectDetection) -> int:
+    """C + 1: the width of DETR's class logits."""
+    return model.config.num_labels + 1
+
+
+def backbone_stride(model: DetrForObjectDetection) -> int:
+    """Pixels per token side of the backbone feature map fed to the encoder (16 or 32)."""
+    return int(model.model.backbone.model.feature_info.reduction()[-1])
+
+
+def random_detr(
+    backbone: str = "resnet10t",
+    dilation: bool = True,
+    d_model: int = 128,
+    encoder_layers: int = 2,
+    decoder_layers: int = 2,
+    attention_heads: int = 8,
+    ffn_dim: int = 512,
+    num_queries: int = 12,
+    num_labels: int = 7,
+    id2label: dict[int, str] | None = None,
+) -> DetrForObjectDetection:
+    """A DETR with random weights and a timm backbone, built offline (nothing downloaded).
+
+    Seed torch before calling for reproducible weights. Returned trainable, in train mode.
+    """
+    config = DetrConfig(
+        use_timm_backbone=True,
+        backbone=backbone,
+        use_pretrained_backbone=False,
+        dilation=dilation,
+        d_model=d_model,
+        encoder_layers=encoder_layers,
+        decoder_layers=decoder_layers,
+        encoder_attention_heads=attention_heads,
+        decoder_attention_heads=attention_heads,
+        encoder_ffn_dim=ffn_dim,
+        decoder_ffn_dim=ffn_dim,
+        num_queries=num_queries,
+        num_labels=num_labels,
+        id2label=id2label or {i: f"class_{i}" for i in range(num_labels)},
+    )
+    return DetrForObjectDetection(config)

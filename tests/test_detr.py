@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from inverse_detr.detr import (
+    DetrLoadError,
+    backbone_stride,
+    forward_embeddings,
+    image_normalization,
+    load_detr,
+)
+
+
+@pytest.fixture(scope="module")
+def frozen(tiny_detr_dir):
+    return load_detr(tiny_detr_dir)
+
+
+def test_loaded_model_is_frozen(frozen):
+    assert not frozen.training
+    assert all(not m.training for m in frozen.modules())
+    assert [n for n, p in frozen.named_parameters() if p.requires_grad] == []
+
+
+def test_forward_embeddings_match_hf_outputs(frozen):
+    torch.manual_seed(1)
+    pixels = torch.randn(2, 3, 64, 96)
+    pixel_mask = torch.ones(2, 64, 96, dtype=torch.long)
+    pixel_mask[1, :, 48:] = 0  # right half of image 1 is padding
+    with torch.no_grad():
+        emb = forward_embeddings(frozen, pixels, pixel_mask)
+        ref = frozen(pixel_values=pixels, pixel_mask=pixel_mask, output_hidden_states=True)
+        fmap, _ = frozen.model.backbone(pixels, pixel_mask)[-1]
+        projected = frozen.model.input_projection(fmap)  # (B, d, H', W')
+    stride = backbone_stride(frozen)
+    assert emb.grid == (64 // stride, 96 // stride)
+    hw, d = emb.grid[0] * emb.grid[1], frozen.config.d_model
+    assert emb.backbone.shape == (2, hw, d)
+    torch.testing.assert_close(emb.backbone, projected.flatten(2).transpose(1, 2))
+    torch.testing.assert_close(emb.encoder_layers[0], emb.backbone)
+    torch.testing.assert_close(emb.encoder, ref.encoder_last_hidden_state)
+    torch.testing.assert_close(emb.decoder, ref.last_hidden_state)
+    assert len(emb.encoder_layers) == frozen.config.encoder_layers + 1
+    assert len(emb.decoder_layers) == frozen.config.decoder_layers + 1
+    torch.testing.assert_close(emb.logits, ref.logits)
+    torch.testing.assert_close(emb.boxes, ref.pred_boxes)
+    assert emb.query_pos.shape == (frozen.config.num_queries, d)
+    assert emb.spatial_pos.shape == (2, hw, d)
+    assert emb.mask.dtype == torch.bool and emb.mask.shape == (2, hw)
+    assert emb.mask[0].all() and not emb.mask[1].all()
+    # the sine embedding depends on the mask: padded image 1 differs from full image 0
+    assert not torch.allclose(emb.spatial_pos[0], emb.spatial_pos[1])
+    assert emb.image_size == (64, 96)
+
+
+def test_spatial_pos_matches_hf_sine_embedding(frozen):
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        emb = forward_embeddings(frozen, pixels)
+    _, mask = frozen.model.backbone(pixels, torch.ones(1, 64, 64))[-1]
+    expected = frozen.model.position_embedding(
+        shape=(1, frozen.config.d_model, *emb.grid), device="cpu", dtype=torch.float32, mask=mask
+    )
+    torch.testing.assert_close(emb.spatial_pos, expected.flatten(2).transpose(1, 2))
+
+
+def test_embeddings_carry_gradients_when_allowed(tiny_detr_dir):
+    model = load_detr(tiny_detr_dir, frozen=False)
+    emb = forward_embeddings(model, torch.randn(1, 3, 64, 64))
+    emb.decoder.sum().backward()
+    assert model.model.input_projection.weight.grad is not None
+    assert emb.detach().decoder.grad_fn is None
+
+
+def test_missing_directory_is_a_one_line_error(tmp_path):
+    with pytest.raises(DetrLoadError, match="not found") as info:
+        load_detr(tmp_path / "nowhere" / "detr")
+    assert "\n" not in str(info.value)
+
+
+def test_directory_without_config_is_a_one_line_error(tmp_path):
+    with pytest.raises(DetrLoadError, match="no config.json"):
+        load_detr(tmp_path)
+
+
+def test_hub_id_offline_says_how_to_use_a_local_directory():
+    with pytest.raises(DetrLoadError, match="save_pretrained") as info:
+        load_detr("facebook/detr-resnet-50-not-cached", local_files_only=True)
+    assert "\n" not in str(info.value)
+
+
+def test_normalization_defaults_to_imagenet_and_reads_processor_config(tmp_path: Path):
+    mean, std = image_normalization(tmp_path)
+    assert mean == pytest.approx((0.485, 0.456, 0.406)) and std[2] == pytest.approx(0.225)
+    (tmp_path / "preprocessor_config.json").write_text(
+        '{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}'
+    )
+    assert image_normalization(tmp_path) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
