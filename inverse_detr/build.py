@@ -13,7 +13,14 @@ from transformers import DetrForObjectDetection
 from inverse_detr.data.datamodule import DetectionDataModule, Split
 from inverse_detr.data.shapes import SHAPE_CLASSES, ensure_shapes_world
 from inverse_detr.data.transforms import DetrTransform
-from inverse_detr.detr import freeze, image_normalization, load_detr, random_detr
+from inverse_detr.detr import (
+    detr_signature,
+    freeze,
+    image_normalization,
+    load_detr,
+    random_detr,
+)
+from inverse_detr.inverse.spec import ChainSpec
 
 log = logging.getLogger(__name__)
 
@@ -89,4 +96,25 @@ def build_datamodule(
         max_train_images=data.max_train_images,
         max_val_images=data.max_val_images,
         with_masks=with_masks,
+    )
+
+
+def chain_spec(inverse: DictConfig, detr: DetrForObjectDetection) -> ChainSpec:
+    """The inverse chain for `detr`: its dimensions, the configured sizes (0 = as the DETR)."""
+    config = detr.config
+    return ChainSpec(
+        **detr_signature(detr),
+        stages=tuple(inverse.stages),
+        backbone_kind=inverse.backbone_kind,
+        backbone_hidden=tuple(inverse.backbone_hidden),
+        backbone_up=tuple(inverse.backbone_up),
+        backbone_linear_width=inverse.backbone_linear_width,
+        encoder_layers=inverse.layers or config.encoder_layers,
+        encoder_heads=inverse.heads or config.encoder_attention_heads,
+        encoder_ffn=inverse.ffn_dim or config.encoder_ffn_dim,
+        decoder_layers=inverse.layers or config.decoder_layers,
+        decoder_heads=inverse.heads or config.decoder_attention_heads,
+        decoder_ffn=inverse.ffn_dim or config.decoder_ffn_dim,
+        head_hidden=tuple(inverse.head_hidden),
+        head_soft=inverse.head_soft,
     )

@@ -77,10 +77,60 @@ class DataConfig:
     max_val_images: int = 0
 
 
+@dataclass
+class StageLR:
+    """Adam learning rates per inverse stage (the reference code's defaults)."""
+
+    backbone: float = 3e-3
+    encoder: float = 1e-3
+    decoder: float = 1e-4
+    head: float = 3e-3
+
+
+@dataclass
+class InverseConfig:
+    stages: list[str] = field(default_factory=lambda: ["backbone", "encoder", "decoder", "head"])
+    backbone_kind: str = "conv"  # conv: the paper's ConvT stack | linear: the light variant
+    backbone_hidden: list[int] = field(default_factory=lambda: [2048, 1792, 1536])
+    backbone_up: list[int] = field(default_factory=list)  # empty: reference widths for the stride
+    backbone_linear_width: int = 256
+    layers: int = 0  # inverse encoder/decoder layers; 0: as many as the DETR's
+    heads: int = 0  # 0: as the DETR's
+    ffn_dim: int = 0  # 0: as the DETR's
+    head_hidden: list[int] = field(default_factory=lambda: [512, 256])
+    head_soft: bool = False  # class code: one-hot argmax (reference) | softmax probabilities
+    lr: StageLR = field(default_factory=StageLR)
+    weight_decay: float = 0.0
+    schedule: str = "none"  # none | cosine
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: str = "auto"  # auto | N | list as Lightning takes it
+    strategy: str = "auto"  # auto | ddp | ...
+    num_nodes: int = 1
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    compile: bool = False  # torch.compile the inverse modules
+    max_epochs: int = 10
+    max_steps: int = -1
+    max_time: str = ""  # e.g. 00:08:00 (DD:HH:MM:SS or HH:MM:SS); empty: no limit
+    limit_train_batches: float = 1.0
+    limit_val_batches: float = 1.0
+    val_check_interval: float = 1.0
+    log_every_n_steps: int = 20
+    gradient_clip_val: float = 0.0
+    fast_dev_run: bool = False
+
+
 CHOICES = {
     "data.kind": ("shapes", "coco"),
     "data.resize": ("fixed", "pad"),
     "data.on_bad_image": ("skip", "error"),
+    "inverse.backbone_kind": ("conv", "linear"),
+    "inverse.schedule": ("none", "cosine"),
+    "trainer.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
+    "logger": ("wandb", "csv", "none"),
 }
 
 
@@ -89,8 +139,12 @@ class Config:
     seed: int = 0
     out_dir: str = "runs"
     run_name: str = ""  # empty: a timestamp
+    logger: str = "wandb"  # wandb (offline unless logged in or WANDB_MODE says) | csv | none
+    wandb_project: str = "inverse_detr"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    inverse: InverseConfig = field(default_factory=InverseConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
 def _schema_error(err: OmegaConfBaseException, source: str) -> ConfigError:
@@ -190,6 +244,12 @@ def validate(cfg: DictConfig) -> None:
     if len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 16:
         raise ConfigError(
             f"config key 'data.image_size' must be [H, W] ≥ 16, got {list(cfg.data.image_size)}"
+        )
+    stages = ("backbone", "encoder", "decoder", "head")
+    bad = [s for s in cfg.inverse.stages if s not in stages]
+    if bad or not cfg.inverse.stages:
+        raise ConfigError(
+            f"config key 'inverse.stages' has {bad or 'nothing'}; allowed: {', '.join(stages)}"
         )
     if cfg.data.batch_size < 1:
         raise ConfigError(f"config key 'data.batch_size' must be ≥ 1, got {cfg.data.batch_size}")

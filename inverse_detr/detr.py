@@ -142,6 +142,16 @@ def backbone_stride(model: DetrForObjectDetection) -> int:
     return int(model.model.backbone.model.feature_info.reduction()[-1])
 
 
+def detr_signature(model: DetrForObjectDetection) -> dict[str, int]:
+    """The DETR dimensions an inverse chain depends on."""
+    return {
+        "d_model": model.config.d_model,
+        "num_queries": model.config.num_queries,
+        "num_labels_plus_one": num_labels_with_no_object(model),
+        "stride": backbone_stride(model),
+    }
+
+
 def random_detr(
     backbone: str = "resnet10t",
     dilation: bool = True,

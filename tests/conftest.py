@@ -38,3 +38,36 @@ def coco128() -> Path:
     if not (COCO128 / "annotations" / "instances_train2017.json").is_file():
         pytest.skip(f"real COCO sample not found at {COCO128}")
     return COCO128
+
+
+@pytest.fixture(scope="session")
+def shapes_cache(tmp_path_factory) -> Path:
+    """A cache folder shared by tests that generate the tiny shapes world."""
+    return tmp_path_factory.mktemp("shapes-cache")
+
+
+@pytest.fixture
+def tiny_overrides(shapes_cache, tmp_path) -> list[str]:
+    """Overrides that shrink the default run to seconds: a tiny world, DETR and inverse chain."""
+    return [
+        f"out_dir={tmp_path / 'runs'}",
+        "run_name=tiny",
+        "logger=none",
+        f"data.cache_dir={shapes_cache}",
+        "data.shapes.train=8",
+        "data.shapes.val=4",
+        "data.shapes.size=64",
+        "data.image_size=[64,64]",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "model.random.d_model=32",
+        "model.random.encoder_layers=1",
+        "model.random.decoder_layers=1",
+        "model.random.attention_heads=2",
+        "model.random.ffn_dim=64",
+        "model.random.num_queries=5",
+        "inverse.backbone_hidden=[16]",
+        "inverse.backbone_up=[16,8,8,8]",
+        "inverse.head_hidden=[32]",
+        "trainer.fast_dev_run=true",
+    ]

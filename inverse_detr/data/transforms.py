@@ -111,3 +111,27 @@ class DetrTransform:
         """(B, 3, H, W) normalised → RGB in [0, 1]."""
         mean, std = self.mean.to(pixels.device), self.std.to(pixels.device)
         return (pixels * std + mean).clamp(0.0, 1.0)
+
+    def tensors(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Resize]:
+        """A batch as DETR sees it, exactly as `image` prepares files.
+
+        images: (B, 3, h, w) RGB in [0, 1] → (B, 3, H, W) normalised, (B, H, W) long mask.
+        """
+        plan = Resize.plan(tuple(images.shape[-2:]), self.image_size, self.mode)
+        pixels = TF.resize(images.float(), list(plan.content), antialias=True)
+        pixels = (pixels - self.mean.to(images.device)) / self.std.to(images.device)
+        canvas = pixels.new_zeros(images.shape[0], 3, *plan.canvas)
+        mask = torch.zeros(images.shape[0], *plan.canvas, dtype=torch.long, device=images.device)
+        h, w = plan.content
+        canvas[:, :, :h, :w] = pixels
+        mask[:, :h, :w] = 1
+        return canvas, mask, plan
+
+    @staticmethod
+    def restore(images: torch.Tensor, plan: Resize, size: tuple[int, int]) -> torch.Tensor:
+        """Undo `tensors`' geometry: (B, 3, H, W) canvas → (B, 3, *size), padding cropped."""
+        h, w = plan.content
+        content = images[:, :, :h, :w]
+        if tuple(content.shape[-2:]) == tuple(size):
+            return content
+        return TF.resize(content, list(size), antialias=True).clamp(0.0, 1.0)

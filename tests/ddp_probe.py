@@ -1,0 +1,31 @@
+"""Run by test_ddp.py as a script (Lightning's DDP re-launches it once per extra rank).
+
+`python tests/ddp_probe.py OUT_DIR key=value ...` trains like `inverse_detr.train`; every rank
+saves its inverse weights and its view of the validation metrics to OUT_DIR/rank<r>.pt.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from inverse_detr.config import load_config
+from inverse_detr.train import run
+
+
+class SaveRankState(Callback):
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer, module) -> None:
+        state = {k: v.detach().cpu() for k, v in module.chain.state_dict().items()}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        torch.save(
+            {"state": state, "metrics": metrics, "steps": trainer.global_step},
+            self.out / f"rank{trainer.global_rank}.pt",
+        )
+
+
+if __name__ == "__main__":
+    run(load_config(sys.argv[2:]), callbacks=[SaveRankState(Path(sys.argv[1]))])

@@ -1,0 +1,122 @@
+"""The training entry point end to end, on tiny configs (fast_dev_run) and real coco128."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from inverse_detr import load_inverter
+from inverse_detr.config import load_config
+from inverse_detr.train import main, run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_entry_point_fast_dev_run_writes_a_complete_run_folder(tiny_overrides, tmp_path):
+    assert main(tiny_overrides) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    assert OmegaConf.load(run_dir / "config.yaml").data.shapes.train == 8
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "reconstructions.png").stat().st_size > 1000
+    assert {p.name for p in (run_dir / "export").iterdir()} >= {
+        "inverter.json",
+        "detr",
+        "inverse.safetensors",
+    }
+    inverter = load_inverter(run_dir)  # the random DETR was kept beside the export
+    out = inverter.reconstruct(torch.rand(2, 3, 64, 64), stage="head")
+    assert out.shape == (2, 3, 64, 64) and 0 <= out.min() and out.max() <= 1
+
+
+def test_subset_of_stages_trains_and_exports_only_those(tiny_overrides, tmp_path):
+    assert main([*tiny_overrides, "inverse.stages=[encoder,backbone]"]) == 0
+    weights = load_file(tmp_path / "runs" / "tiny" / "export" / "inverse.safetensors")
+    assert {k.split(".")[0] for k in weights} == {"encoder", "backbone"}
+
+
+def test_csv_logger_records_per_stage_losses(tiny_overrides, tmp_path):
+    overrides = [o for o in tiny_overrides if not o.startswith(("logger", "trainer.fast"))]
+    run_dir = run(
+        load_config(
+            [
+                *overrides,
+                "logger=csv",
+                "trainer.max_steps=2",
+                "trainer.limit_val_batches=1",
+                "trainer.log_every_n_steps=1",
+            ]
+        )
+    )
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    for key in (
+        "train/backbone/mse",
+        "train/head/mse",
+        "val/decoder/mse",
+        "val/encoder/image_mse",
+        "val/baseline/image_mse",
+        "val/head/psnr",
+    ):
+        assert key in header
+
+
+def test_wandb_logger_runs_offline(tiny_overrides, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    overrides = [o for o in tiny_overrides if not o.startswith(("logger", "trainer.fast"))]
+    run_dir = run(
+        load_config(
+            [*overrides, "logger=wandb", "trainer.max_steps=1", "trainer.limit_val_batches=1"]
+        )
+    )
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_coco_experiment_on_real_images_with_a_local_detr(coco128, tiny_detr_dir, tmp_path):
+    overrides = [
+        "experiment=coco",
+        f"data.root={coco128}",
+        "data.val_images=train2017",
+        "data.val_annotations=annotations/instances_train2017.json",
+        f"model.name={tiny_detr_dir}",
+        "data.image_size=[96,128]",
+        "data.resize=pad",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.precision=32-true",
+        "trainer.fast_dev_run=true",
+        "inverse.backbone_hidden=[16]",
+        "inverse.backbone_up=[16,8,8,8]",
+        "inverse.head_hidden=[32]",
+        f"out_dir={tmp_path}",
+        "run_name=coco",
+        "logger=none",
+    ]
+    assert main(overrides) == 0
+    inverter = load_inverter(tmp_path / "coco" / "export")
+    assert Path(inverter.detr.name_or_path) == tiny_detr_dir
+    assert inverter.transform.mode == "pad"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batchsize=2", "unknown config key 'data.batchsize'"),
+        ("model.name=./no/such/detr", "DETR directory not found"),
+        ("data.root=/no/such/coco", "not found"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(override, message, tmp_path):
+    args = [sys.executable, "-m", "inverse_detr.train", f"out_dir={tmp_path}", "logger=none"]
+    if override.startswith("data.root"):
+        args.append("data=coco")
+    result = subprocess.run([*args, override], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in result.stderr
