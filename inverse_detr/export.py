@@ -118,8 +118,10 @@ def _read_record(export_dir: Path) -> dict:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise InverterError(f"{export_dir / SPEC_FILE}: not an inverse_detr export")
     if record.get("version", 0) > VERSION:
-        raise InverterError(f"{export_dir / SPEC_FILE}: version {record['version']} is newer "
-                            f"than this inverse_detr reads ({VERSION}); upgrade inverse_detr")  # fmt: skip
+        raise InverterError(
+            f"{export_dir / SPEC_FILE}: version {record['version']} is newer "
+            f"than this inverse_detr reads ({VERSION}); upgrade inverse_detr"
+        )
     return record
 
 
@@ -134,8 +136,10 @@ def check_compatible(spec: ChainSpec, detr: DetrForObjectDetection, where: Path)
     for key, value in detr_signature(detr).items():
         expected = getattr(spec, key)
         if expected != value:
-            raise InverterError(f"{where}: inverse modules were trained for a DETR with {key}="
-                                f"{expected}, but the given DETR has {key}={value}")  # fmt: skip
+            raise InverterError(
+                f"{where}: inverse modules were trained for a DETR with {key}="
+                f"{expected}, but the given DETR has {key}={value}"
+            )
 
 
 def load_inverter(
@@ -163,8 +167,9 @@ def load_inverter(
         chain.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
-        raise InverterError(f"{export_dir / WEIGHTS_FILE}: weights do not fit the recorded "
-                            f"architecture ({first})") from None  # fmt: skip
+        raise InverterError(
+            f"{export_dir / WEIGHTS_FILE}: weights do not fit the recorded architecture ({first})"
+        ) from None
     data = record["input"]
     transform = DetrTransform(tuple(data["image_size"]), data["resize"], data["mean"], data["std"])
     return Inverter(detr, chain.eval(), spec, transform).to(device)

@@ -103,16 +103,26 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> Path:
     datamodule = build_datamodule(cfg.data, cfg.model.name)
     mean, std = image_normalization(cfg.model.name)
     module = InversionModule(
-        detr, spec, mean, std,
-        lr=dict(cfg.inverse.lr), weight_decay=cfg.inverse.weight_decay,
-        schedule=cfg.inverse.schedule, compile=cfg.trainer.compile,
-    )  # fmt: skip
+        detr,
+        spec,
+        mean,
+        std,
+        lr=dict(cfg.inverse.lr),
+        weight_decay=cfg.inverse.weight_decay,
+        schedule=cfg.inverse.schedule,
+        compile=cfg.trainer.compile,
+    )
     trainer = build_trainer(cfg, run_dir, list(callbacks or []))
     trainer.fit(module, datamodule=datamodule)
     if trainer.is_global_zero:
         _load_best(module, trainer)
-        export_inverter(module.chain, spec, build_transform(cfg.data, cfg.model.name),
-                        detr_name, run_dir / "export")  # fmt: skip
+        export_inverter(
+            module.chain,
+            spec,
+            build_transform(cfg.data, cfg.model.name),
+            detr_name,
+            run_dir / "export",
+        )
         _save_grid(module, datamodule, run_dir / "reconstructions.png", trainer)
         _summary(trainer, run_dir)
     return run_dir

@@ -6,9 +6,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: analyses run headless on servers and in CI
 
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
 
 
 def reconstruction_grid(columns: dict[str, torch.Tensor], cell: float = 1.6) -> Figure:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, MeanSquaredError
+from torchmetrics import MeanSquaredError
 from torchmetrics.image import PeakSignalNoiseRatio
 from transformers import DetrForObjectDetection
 
@@ -62,8 +62,14 @@ class InversionModule(pl.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters({"spec": spec.to_json(), "lr": dict(lr or DEFAULT_LR),
-                                   "weight_decay": weight_decay, "schedule": schedule})  # fmt: skip
+        self.save_hyperparameters(
+            {
+                "spec": spec.to_json(),
+                "lr": dict(lr or DEFAULT_LR),
+                "weight_decay": weight_decay,
+                "schedule": schedule,
+            }
+        )
         self.detr = detr.eval().requires_grad_(False)
         self.spec = spec
         self.chain = build_chain(spec)
@@ -146,8 +152,13 @@ class InversionModule(pl.LightningModule):
         n = len(batch)
         for stage, loss in losses.items():
             self.log(f"val/{stage}/mse", loss, batch_size=n, sync_dist=True)
-        self.log("val/loss", torch.stack(list(losses.values())).sum(), batch_size=n,
-                 sync_dist=True, prog_bar=True)  # fmt: skip
+        self.log(
+            "val/loss",
+            torch.stack(list(losses.values())).sum(),
+            batch_size=n,
+            sync_dist=True,
+            prog_bar=True,
+        )
         truth = (batch.pixel_values * self.std + self.mean).clamp(0, 1)  # (B, 3, H, W) RGB
         self.val_baseline.update(truth)
         for stage in self.image_stages:
