@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import DetrForObjectDetection
 
@@ -117,6 +118,9 @@ def _read_record(export_dir: Path) -> dict:
         raise InverterError(f"{export_dir / SPEC_FILE}: not valid JSON ({err})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise InverterError(f"{export_dir / SPEC_FILE}: not an inverse_detr export")
+    missing = [key for key in ("spec", "detr", "input") if key not in record]
+    if missing:
+        raise InverterError(f"{export_dir / SPEC_FILE}: missing {', '.join(missing)}")
     if record.get("version", 0) > VERSION:
         raise InverterError(
             f"{export_dir / SPEC_FILE}: version {record['version']} is newer "
@@ -162,7 +166,12 @@ def load_inverter(
         detr = load_detr(detr if detr is not None else _resolve_detr(record["detr"], export_dir))
     check_compatible(spec, detr, export_dir)
     chain = build_chain(spec)
-    state = load_file(str(export_dir / WEIGHTS_FILE))
+    try:
+        state = load_file(str(export_dir / WEIGHTS_FILE))
+    except (OSError, SafetensorError) as err:
+        raise InverterError(
+            f"{export_dir / WEIGHTS_FILE}: cannot read the weights ({err})"
+        ) from None
     try:
         chain.load_state_dict(state, strict=True)
     except RuntimeError as err:

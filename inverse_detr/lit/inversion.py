@@ -217,7 +217,12 @@ class _MeanImageBaseline(nn.Module):
     def update(self, images: torch.Tensor) -> None:
         """images: (B, 3, H, W) in [0, 1]."""
         images = images.double()
-        if self.total is None or self.total.shape != images.shape[1:]:
+        if self.total is not None and self.total.shape != images.shape[1:]:
+            raise ValueError(
+                f"mean-image baseline needs one image size, got {tuple(self.total.shape)}"
+                f" and {tuple(images.shape[1:])}"
+            )
+        if self.total is None:
             self.total = torch.zeros_like(images[0])
             self.squares = torch.zeros_like(images[0])
         self.total += images.sum(0)

@@ -1,0 +1,221 @@
+"""InversionModule: one frozen forward feeds four independent stage losses, right targets."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from inverse_detr.data.datamodule import Batch
+from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from inverse_detr.detr import detr_signature, load_detr
+from inverse_detr.inverse.chain import STAGES
+from inverse_detr.inverse.spec import ChainSpec
+from inverse_detr.lit.inversion import InversionModule, _MeanImageBaseline, masked_mse
+
+TINY = {
+    "backbone_hidden": (16,),
+    "backbone_up": (16, 8, 8, 8),
+    "encoder_layers": 1,
+    "encoder_heads": 2,
+    "encoder_ffn": 64,
+    "decoder_layers": 1,
+    "decoder_heads": 2,
+    "decoder_ffn": 64,
+    "head_hidden": (32,),
+}
+
+
+def make_batch(seed: int = 0, size: int = 2) -> Batch:
+    generator = torch.Generator().manual_seed(seed)
+    return Batch(
+        pixel_values=torch.randn(size, 3, 64, 64, generator=generator),
+        pixel_mask=torch.ones(size, 64, 64, dtype=torch.long),
+        targets=[],
+        skipped=0,
+    )
+
+
+def make_module(detr_dir, stages=STAGES, lr=None) -> InversionModule:
+    # a trainable DETR in train mode: the module itself must freeze it
+    detr = load_detr(detr_dir, frozen=False).train()
+    spec = ChainSpec(**detr_signature(detr), stages=tuple(stages), **TINY)
+    torch.manual_seed(0)
+    return InversionModule(detr, spec, IMAGENET_MEAN, IMAGENET_STD, lr=lr)
+
+
+@pytest.fixture
+def module(tiny_detr_dir) -> InversionModule:
+    return make_module(tiny_detr_dir).train()
+
+
+@pytest.fixture(scope="module")
+def batch() -> Batch:
+    return make_batch()
+
+
+def test_training_step_runs_one_frozen_forward(module, batch):
+    calls = []
+    handle = module.detr.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        loss = module.training_step(batch, 0)
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    assert loss.requires_grad
+    assert torch.isfinite(loss)
+
+
+def test_detr_stays_frozen_and_chain_trains(module, batch):
+    module.eval()
+    module.train()
+    assert all(not m.training for m in module.detr.modules())
+    assert [n for n, p in module.detr.named_parameters() if p.requires_grad] == []
+    assert all(m.training for m in module.chain.modules())
+    module.training_step(batch, 0).backward()
+    assert [n for n, p in module.detr.named_parameters() if p.grad is not None] == []
+    assert any(p.grad is not None for p in module.chain.parameters())
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_loss_reaches_only_its_module(module, batch, stage):
+    emb = module.embed(batch)
+    module.zero_grad(set_to_none=True)
+    module.stage_losses(emb, batch)[stage].backward()
+    own = getattr(module.chain, stage)
+    # not every parameter: the inverse decoder's first self-attention sees all-zero targets
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in own.parameters())
+    for other in STAGES:
+        if other != stage:
+            grads = [
+                n for n, p in getattr(module.chain, other).named_parameters() if p.grad is not None
+            ]
+            assert grads == [], f"{stage} loss reached the inverse {other}: {grads}"
+    assert all(p.grad is None for p in module.detr.parameters())
+
+
+def test_stage_losses_use_the_design_targets(module, batch):
+    module.eval()  # deterministic: no dropout, BatchNorm on running statistics
+    emb = module.embed(batch)
+    chain = module.chain
+    losses = module.stage_losses(emb, batch)
+    assert set(losses) == set(STAGES)
+    with torch.no_grad():
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        pixels = chain.backbone(emb.backbone, emb.grid)  # (B, 3, 64, 64) in [0, 1]
+        expected_backbone = F.mse_loss((pixels - mean) / std, batch.pixel_values)
+        encoded = chain.encoder(emb.encoder, emb.spatial_pos, emb.mask)
+        decoded = chain.decoder(emb.decoder, emb.spatial_pos, emb.mask)
+        headed = chain.head(emb.logits, emb.boxes)
+    torch.testing.assert_close(losses["backbone"].detach(), expected_backbone)
+    torch.testing.assert_close(losses["encoder"].detach(), F.mse_loss(encoded, emb.backbone))
+    # the decoder's target is the encoder OUTPUT, not the backbone embedding (reference bug)
+    torch.testing.assert_close(losses["decoder"].detach(), F.mse_loss(decoded, emb.encoder))
+    assert not torch.allclose(losses["decoder"].detach(), F.mse_loss(decoded, emb.backbone))
+    torch.testing.assert_close(losses["head"].detach(), F.mse_loss(headed, emb.decoder))
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 4), (2, 3, 5, 7)], ids=["tokens", "pixels"])
+def test_masked_mse_ignores_masked_positions(shape):
+    torch.manual_seed(0)
+    pred, target = torch.randn(shape), torch.randn(shape)
+    tokens = len(shape) == 3
+    mask = torch.rand(shape[:2] if tokens else (shape[0], *shape[2:])) > 0.4
+    loss = masked_mse(pred, target, mask)
+
+    hidden = ~mask.unsqueeze(-1 if tokens else 1).expand(shape)  # positions the mask drops
+    changed = pred.clone()
+    changed[hidden] = 1e3
+    torch.testing.assert_close(masked_mse(changed, target, mask), loss)
+
+    # and it is the plain mean over the kept entries
+    kept = mask.unsqueeze(-1 if tokens else 1).expand(shape)
+    torch.testing.assert_close(loss, ((pred - target)[kept] ** 2).mean())
+
+
+def test_mean_image_baseline_matches_direct_computation():
+    torch.manual_seed(0)
+    first, second = torch.rand(3, 3, 8, 8), torch.rand(5, 3, 8, 8)
+    baseline = _MeanImageBaseline()
+    baseline.update(first)
+    baseline.update(second)
+    images = torch.cat([first, second]).double()
+    expected = ((images - images.mean(0, keepdim=True)) ** 2).mean()
+    torch.testing.assert_close(baseline.compute().double(), expected, rtol=1e-5, atol=1e-6)
+    baseline.reset()
+    baseline.update(first)
+    expected_first = ((first - first.mean(0, keepdim=True)) ** 2).mean()
+    torch.testing.assert_close(baseline.compute(), expected_first, rtol=1e-5, atol=1e-6)
+
+
+def test_optimiser_has_one_group_per_trained_stage(tiny_detr_dir):
+    module = make_module(
+        tiny_detr_dir, stages=("backbone", "head"), lr={"backbone": 0.1, "head": 0.2}
+    )
+    optimiser = module.configure_optimizers()
+    groups = {g["name"]: g for g in optimiser.param_groups}
+    assert set(groups) == {"backbone", "head"}
+    assert groups["backbone"]["lr"] == 0.1
+    assert groups["head"]["lr"] == 0.2
+    in_groups = [id(p) for g in optimiser.param_groups for p in g["params"]]
+    assert len(in_groups) == len(set(in_groups))  # no parameter twice
+    assert set(in_groups) == {id(p) for p in module.chain.parameters()}
+    assert set(in_groups).isdisjoint(id(p) for p in module.detr.parameters())
+    for stage in ("backbone", "head"):
+        assert {id(p) for p in groups[stage]["params"]} == {
+            id(p) for p in getattr(module.chain, stage).parameters()
+        }
+
+
+def test_checkpoints_leave_out_the_detr(tiny_detr_dir, tmp_path):
+    module = make_module(tiny_detr_dir)
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": pl.__version__,
+    }
+    assert any(k.startswith("detr.") for k in checkpoint["state_dict"])
+    module.on_save_checkpoint(checkpoint)
+    assert not any(k.startswith("detr.") for k in checkpoint["state_dict"])
+    assert any(k.startswith("chain.") for k in checkpoint["state_dict"])
+    assert module.strict_loading is False
+
+    path = tmp_path / "inversion.ckpt"
+    torch.save(checkpoint, path)
+    fresh = load_detr(tiny_detr_dir)
+    restored = InversionModule.load_from_checkpoint(
+        path, detr=fresh, spec=module.spec, mean=IMAGENET_MEAN, std=IMAGENET_STD
+    )
+    for key, value in module.chain.state_dict().items():
+        torch.testing.assert_close(restored.chain.state_dict()[key], value)
+    assert restored.detr is fresh
+
+
+def test_validation_logs_every_stage_and_the_baseline(module):
+    trainer = pl.Trainer(
+        fast_dev_run=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    batches = [make_batch(seed=1), make_batch(seed=2)]
+    (metrics,) = trainer.validate(module, dataloaders=DataLoader(batches, batch_size=None))
+    expected = {f"val/{s}/mse" for s in STAGES}
+    expected |= {f"val/{s}/{m}" for s in STAGES for m in ("image_mse", "psnr")}
+    expected |= {"val/baseline/image_mse", "val/loss"}
+    assert expected <= set(metrics)
+    assert all(math.isfinite(float(metrics[k])) for k in expected)
+
+
+def test_mean_image_baseline_refuses_mixed_image_sizes():
+    baseline = _MeanImageBaseline()
+    baseline.update(torch.rand(3, 3, 8, 8))
+    with pytest.raises(ValueError, match="one image size"):
+        baseline.update(torch.rand(2, 3, 16, 16))
