@@ -21,6 +21,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 GROUPS = ("data", "model", "inverse", "trainer")
+# `lambda` is a Python keyword, so the schema spells it `lam` / `lambdas`
+ALIASES = {"joint.lambda": "joint.lam", "sweep.lambda": "sweep.lambdas"}
 
 
 class ConfigError(ValueError):
@@ -123,7 +125,27 @@ class TrainerConfig:
     fast_dev_run: bool = False
 
 
+@dataclass
+class JointConfig:
+    """Joint fine-tuning (mode=joint): loss lam·L_rec + (1 − lam)·L_det."""
+
+    lam: float = 0.5  # λ; `joint.lambda=...` on the command line works too
+    lr_backbone: float = 1e-5  # the reference fine-tuning rate
+    lr_transformer: float = 1e-5
+    lr_inverse: float = 1e-4
+    weight_decay: float = 1e-4
+    init_inverse: str = ""  # an export or run folder to start the inverse chain from
+    from_scratch: bool = False  # random DETR: trainable BatchNorm + DETR's init (DESIGN.md §3)
+    backbone_bf16: bool = False  # CNN backbone in bf16 autocast + channels_last
+
+
+@dataclass
+class SweepConfig:
+    lambdas: list[float] = field(default_factory=list)  # non-empty: one joint run per λ
+
+
 CHOICES = {
+    "mode": ("inversion", "joint"),
     "data.kind": ("shapes", "coco"),
     "data.resize": ("fixed", "pad"),
     "data.on_bad_image": ("skip", "error"),
@@ -139,12 +161,15 @@ class Config:
     seed: int = 0
     out_dir: str = "runs"
     run_name: str = ""  # empty: a timestamp
+    mode: str = "inversion"  # inversion: frozen DETR | joint: λ fine-tuning
     logger: str = "wandb"  # wandb (offline unless logged in or WANDB_MODE says) | csv | none
     wandb_project: str = "inverse_detr"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     inverse: InverseConfig = field(default_factory=InverseConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def _schema_error(err: OmegaConfBaseException, source: str) -> ConfigError:
@@ -199,7 +224,7 @@ def _parse_overrides(overrides: list[str], config_dir: Path):
         elif key in GROUPS:
             groups[key] = value
         else:
-            dotlist.append(item)
+            dotlist.append(f"{ALIASES.get(key, key)}={value}")
     return groups, experiment, dotlist
 
 
@@ -251,6 +276,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"config key 'inverse.stages' has {bad or 'nothing'}; allowed: {', '.join(stages)}"
         )
+    if cfg.sweep.lambdas and cfg.mode != "joint":
+        raise ConfigError("config key 'sweep.lambdas' needs mode=joint (e.g. experiment=joint)")
+    for lam in [cfg.joint.lam, *cfg.sweep.lambdas]:
+        if not 0.0 <= lam <= 1.0:
+            raise ConfigError(f"λ must lie in [0, 1] (joint.lam / sweep.lambdas), got {lam}")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"config key 'data.batch_size' must be ≥ 1, got {cfg.data.batch_size}")
 

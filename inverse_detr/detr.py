@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import DetrConfig, DetrForObjectDetection
+from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
 
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from inverse_detr.embeddings import ForwardEmbeddings
@@ -101,11 +103,13 @@ def forward_embeddings(
     model: DetrForObjectDetection,
     pixel_values: torch.Tensor,
     pixel_mask: torch.Tensor | None = None,
+    labels: list[dict[str, torch.Tensor]] | None = None,
 ) -> ForwardEmbeddings:
     """Every stage's embedding from ONE forward pass of `model`.
 
     pixel_values: (B, 3, H, W) normalised images
     pixel_mask:   (B, H, W) 1 on real pixels, 0 on padding (None: all real)
+    labels:       HF's detection targets ({"class_labels", "boxes"} per image): adds the loss
     Gradients flow when the caller allows them (joint mode); wrap in `torch.no_grad()` to
     compute frozen targets.
     """
@@ -115,7 +119,12 @@ def forward_embeddings(
         _capture(detr.backbone, captured, "backbone"),
         _capture(detr.position_embedding, captured, "spatial_pos"),
     ):
-        out = model(pixel_values=pixel_values, pixel_mask=pixel_mask, output_hidden_states=True)
+        out = model(
+            pixel_values=pixel_values,
+            pixel_mask=pixel_mask,
+            labels=labels,
+            output_hidden_states=True,
+        )
     feature_map, mask = captured["backbone"][-1]
     spatial_pos = captured["spatial_pos"]  # (B, d, H', W')
     return ForwardEmbeddings(
@@ -129,6 +138,7 @@ def forward_embeddings(
         boxes=out.pred_boxes,
         query_pos=detr.query_position_embeddings.weight,
         image_size=(pixel_values.shape[-2], pixel_values.shape[-1]),
+        detection_loss=out.loss,
     )
 
 
@@ -185,3 +195,73 @@ def random_detr(
         id2label=id2label or {i: f"class_{i}" for i in range(num_labels)},
     )
     return DetrForObjectDetection(config)
+
+
+def trainable_from_scratch(model: DetrForObjectDetection) -> DetrForObjectDetection:
+    """Make a random DETR trainable from scratch (DESIGN.md §3, found by experiment here).
+
+    HF swaps in frozen BatchNorm and freezes the stem and layer1, while timm zero-initialises
+    each residual block's last BN scale: those branches would stay dead, so use ordinary
+    trainable BatchNorm. HF draws the query embeddings from N(0, 0.02), so all queries start
+    alike and collapse onto one box: use DETR's own N(0, 1) and Xavier for the transformer.
+    """
+    _unfreeze_batch_norm(model.model.backbone)
+    model.requires_grad_(True)
+    detr = model.model
+    with torch.no_grad():
+        nn.init.normal_(detr.query_position_embeddings.weight, 0.0, 1.0)
+        for module in (*detr.encoder.modules(), *detr.decoder.modules()):
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+    return model.train()
+
+
+def _unfreeze_batch_norm(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, DetrFrozenBatchNorm2d):
+            bn = nn.BatchNorm2d(child.weight.numel())
+            with torch.no_grad():
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(bn, key).copy_(getattr(child, key))
+            module._modules[name] = bn
+        else:
+            _unfreeze_batch_norm(child)
+
+
+def autocast_backbone(model: DetrForObjectDetection, dtype: torch.dtype = torch.bfloat16) -> None:
+    """Run the CNN backbone in `dtype` autocast with channels_last memory (fp32 outputs).
+
+    The convolutions dominate DETR's cost on CPUs and GPUs alike; the transformer stays fp32.
+    Patches the instance's forward, so parameter names and checkpoints are unchanged.
+    """
+    backbone = model.model.backbone.model
+    backbone.to(memory_format=torch.channels_last)
+    original = backbone.forward
+
+    def forward(pixel_values: torch.Tensor):
+        with torch.autocast(device_type=pixel_values.device.type, dtype=dtype):
+            features = original(pixel_values.contiguous(memory_format=torch.channels_last))
+        return [f.float().contiguous() for f in features]
+
+    backbone.forward = forward
+
+
+def save_detr(
+    model: DetrForObjectDetection,
+    path: str | os.PathLike,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> Path:
+    """`save_pretrained` plus the image statistics `image_normalization` reads back."""
+    path = Path(path)
+    model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
+    model.save_pretrained(path)
+    settings = {
+        "image_processor_type": "DetrImageProcessor",
+        "image_mean": list(mean),
+        "image_std": list(std),
+        "do_normalize": True,
+    }
+    (path / "preprocessor_config.json").write_text(json.dumps(settings, indent=2))
+    return path

@@ -25,6 +25,7 @@ class ForwardEmbeddings:
     boxes:          (B, Q, 4) normalised (cx, cy, w, h) in [0, 1]
     query_pos:      (Q, d) learned object-query embeddings
     image_size:     (H, W) of the pixel_values the pass ran on
+    detection_loss: DETR's weighted Hungarian set loss when the pass was given labels, else None
     """
 
     backbone: torch.Tensor
@@ -37,6 +38,7 @@ class ForwardEmbeddings:
     boxes: torch.Tensor
     query_pos: torch.Tensor
     image_size: tuple[int, int]
+    detection_loss: torch.Tensor | None = None
 
     @property
     def encoder(self) -> torch.Tensor:

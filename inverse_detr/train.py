@@ -10,11 +10,14 @@ Trains the inverse modules against a frozen DETR and leaves one run folder:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -28,10 +31,19 @@ from inverse_detr.build import build_datamodule, build_detr, build_transform, ch
 from inverse_detr.config import ConfigError, load_config, save_config
 from inverse_detr.data.coco import DataError
 from inverse_detr.data.datamodule import DetectionDataModule
-from inverse_detr.detr import DetrLoadError, image_normalization
-from inverse_detr.export import InverterError, export_inverter
+from inverse_detr.detr import (
+    DetrLoadError,
+    autocast_backbone,
+    forward_embeddings,
+    image_normalization,
+    save_detr,
+    trainable_from_scratch,
+)
+from inverse_detr.export import InverterError, export_inverter, load_inverter
 from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES
+from inverse_detr.inverse.spec import build_chain
 from inverse_detr.lit.inversion import InversionModule
+from inverse_detr.lit.joint import JointModule
 from inverse_detr.loggers import build_logger
 
 log = logging.getLogger("inverse_detr.train")
@@ -49,14 +61,20 @@ def run_dir_for(cfg: DictConfig) -> Path:
     return Path(cfg.out_dir).expanduser() / name
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[Callback]) -> pl.Trainer:
+def build_trainer(
+    cfg: DictConfig,
+    run_dir: Path,
+    callbacks: list[Callback],
+    monitor: str = "val/loss",
+    monitor_mode: str = "min",
+) -> pl.Trainer:
     t = cfg.trainer
     logger = build_logger(cfg.logger, run_dir, cfg.wandb_project, os.environ[RUN_NAME_ENV])
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best-{epoch}-{step}",
-        monitor="val/loss",
-        mode="min",
+        monitor=monitor,
+        mode=monitor_mode,
         save_last=True,
         auto_insert_metric_name=False,
     )
@@ -89,18 +107,25 @@ def _count_or_fraction(value: float) -> int | float:
     return int(value) if value > 1 else value
 
 
-def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> Path:
-    """Train as `cfg` says; returns the run folder."""
-    pl.seed_everything(cfg.seed, workers=True)
-    run_dir = run_dir_for(cfg)
-    _on_rank_zero(save_config, cfg, run_dir / "config.yaml")
+@dataclass
+class Job:
+    """What `run` trains: the module, the metric that picks the best checkpoint, and what to
+    write into the run folder afterwards (on rank zero, with the best weights loaded)."""
+
+    module: pl.LightningModule
+    monitor: str
+    monitor_mode: str
+    finish: Callable[[Path], None]
+    grid_stages: tuple[str, ...]
+
+
+def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
     detr = build_detr(cfg.model, cfg.seed)
     detr_name = cfg.model.name
     if detr_name == "random":  # keep the exact random DETR, so the export can be reloaded
         detr_name = "detr"
         _on_rank_zero(detr.save_pretrained, run_dir / "export" / "detr")
     spec = chain_spec(cfg.inverse, detr)
-    datamodule = build_datamodule(cfg.data, cfg.model.name)
     mean, std = image_normalization(cfg.model.name)
     module = InversionModule(
         detr,
@@ -112,19 +137,60 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> Path:
         schedule=cfg.inverse.schedule,
         compile=cfg.trainer.compile,
     )
-    trainer = build_trainer(cfg, run_dir, list(callbacks or []))
-    trainer.fit(module, datamodule=datamodule)
+    transform = build_transform(cfg.data, cfg.model.name)
+
+    def finish(out: Path) -> None:
+        export_inverter(module.chain, spec, transform, detr_name, out / "export")
+
+    stages = tuple(s for s in STAGES if set(REQUIRED_MODULES[s]) <= set(spec.stages))
+    return Job(module, "val/loss", "min", finish, stages)
+
+
+def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
+    j = cfg.joint
+    detr = build_detr(cfg.model, cfg.seed, frozen=False)
+    if j.from_scratch:
+        trainable_from_scratch(detr)
+    if j.backbone_bf16:
+        autocast_backbone(detr)
+    spec = chain_spec(cfg.inverse, detr)
+    chain = load_inverter(j.init_inverse, detr=detr).chain if j.init_inverse else build_chain(spec)
+    mean, std = image_normalization(cfg.model.name)
+    module = JointModule(
+        detr,
+        chain,
+        mean,
+        std,
+        lam=j.lam,
+        lr_backbone=j.lr_backbone,
+        lr_transformer=j.lr_transformer,
+        lr_inverse=j.lr_inverse,
+        weight_decay=j.weight_decay,
+    )
+    transform = build_transform(cfg.data, cfg.model.name)
+
+    def finish(out: Path) -> None:
+        save_detr(module.detr, out / "detr", mean, std)
+        export_inverter(module.chain, spec, transform, "../detr", out / "export")
+
+    return Job(module, "val/ap50", "max", finish, ("decoder",) if j.lam > 0 else ())
+
+
+def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> Path:
+    """Train as `cfg` says; returns the run folder."""
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = run_dir_for(cfg)
+    _on_rank_zero(save_config, cfg, run_dir / "config.yaml")
+    job = (_joint_job if cfg.mode == "joint" else _inversion_job)(cfg, run_dir)
+    datamodule = build_datamodule(cfg.data, cfg.model.name)
+    trainer = build_trainer(cfg, run_dir, list(callbacks or []), job.monitor, job.monitor_mode)
+    trainer.fit(job.module, datamodule=datamodule)
     if trainer.is_global_zero:
-        _load_best(module, trainer)
-        export_inverter(
-            module.chain,
-            spec,
-            build_transform(cfg.data, cfg.model.name),
-            detr_name,
-            run_dir / "export",
-        )
-        _save_grid(module, datamodule, run_dir / "reconstructions.png", trainer)
-        _summary(trainer, run_dir)
+        _load_best(job.module, trainer)
+        job.finish(run_dir)
+        if job.grid_stages:
+            _save_grid(job.module, job.grid_stages, datamodule, run_dir, trainer)
+        _write_metrics(trainer, run_dir)
     return run_dir
 
 
@@ -142,27 +208,28 @@ def _load_best(module: InversionModule, trainer: pl.Trainer) -> None:
 
 
 @torch.no_grad()
-def _save_grid(module: InversionModule, dm: DetectionDataModule, path: Path, trainer) -> None:
-    """input | one column per stage whose whole chain was trained, on the first val images."""
-    batch = next(iter(dm.val_dataloader()))
-    batch = batch.to(module.device)
-    batch.pixel_values, batch.pixel_mask = batch.pixel_values[:6], batch.pixel_mask[:6]
+def _save_grid(module, stages, dm: DetectionDataModule, run_dir: Path, trainer) -> None:
+    """input | one column per stage, on the first validation images."""
+    batch = next(iter(dm.val_dataloader())).to(module.device)
+    pixels, pixel_mask = batch.pixel_values[:6], batch.pixel_mask[:6]
     module.eval()
-    emb = module.embed(batch)
-    columns = {"input": (batch.pixel_values * module.std + module.mean).clamp(0, 1)}
-    for stage in STAGES:
-        if set(REQUIRED_MODULES[stage]) <= set(module.stages):
-            columns[f"from {stage}"] = module.chain.reconstruct(emb, stage)
-    figure = reconstruction_grid(columns)
-    figure.savefig(path, dpi=110)
+    emb = forward_embeddings(module.detr, pixels, pixel_mask)
+    columns = {"input": (pixels * module.std + module.mean).clamp(0, 1)}
+    for stage in stages:
+        columns[f"from {stage}"] = module.chain.reconstruct(emb, stage)
+    path = run_dir / "reconstructions.png"
+    reconstruction_grid(columns).savefig(path, dpi=110)
     if trainer.logger is not None and hasattr(trainer.logger, "log_image"):
         trainer.logger.log_image("val/reconstructions", [str(path)])
 
 
-def _summary(trainer: pl.Trainer, run_dir: Path) -> None:
+def _write_metrics(trainer: pl.Trainer, run_dir: Path) -> dict[str, float]:
+    """Final validation metrics, printed and kept as metrics.json in the run folder."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     lines = [f"  {k:<28} {v:.5f}" for k, v in sorted(metrics.items())]
     print("\n".join([f"run folder: {run_dir}", *lines]), flush=True)
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
