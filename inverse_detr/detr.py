@@ -7,6 +7,7 @@ or the spatial sine position embedding; forward hooks on `model.model.backbone` 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -16,16 +17,29 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import DetrConfig, DetrForObjectDetection
+from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
 from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
 
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from inverse_detr.embeddings import ForwardEmbeddings
 
 log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[1]  # where checkpoints/ ships (editable installs)
 
 
 class DetrLoadError(RuntimeError):
     """A DETR name or directory that cannot be loaded; the message is one line."""
+
+
+def local_dir(name: str | os.PathLike) -> Path | None:
+    """The local directory `name` means: as given, else relative to the repository root
+    (so `checkpoints/shapes-detr` works from any working directory); None for hub ids."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    if not path.is_absolute() and (REPO_ROOT / path).exists():
+        return REPO_ROOT / path
+    return None
 
 
 def _looks_like_path(name: str) -> bool:
@@ -41,18 +55,19 @@ def load_detr(
 ) -> DetrForObjectDetection:
     """Load a `DetrForObjectDetection` from a hub id or a `save_pretrained` directory.
 
+    A relative directory is looked up in the working directory, then in the repository root.
     With `frozen=True` (default) the model is in `eval()` mode and no parameter requires grad.
     `local_files_only=None` lets HF decide (its `HF_HUB_OFFLINE` setting).
     Raises `DetrLoadError` with a one-line message when the model cannot be loaded.
     """
     name = str(name_or_path)
-    path = Path(name).expanduser()
-    if path.exists():
+    path = local_dir(name)
+    if path is not None:
         if not (path / "config.json").is_file():
             raise DetrLoadError(f"{path}: not a DETR directory (no config.json in it)")
         name = str(path)
     elif _looks_like_path(name):
-        raise DetrLoadError(f"DETR directory not found: {path}")
+        raise DetrLoadError(f"DETR directory not found: {Path(name).expanduser()}")
     try:
         model = DetrForObjectDetection.from_pretrained(name, local_files_only=local_files_only)
     except OSError as err:
@@ -81,8 +96,9 @@ def image_normalization(name_or_path: str | os.PathLike) -> tuple[tuple[float, .
     Reads `preprocessor_config.json` of a local directory; hub ids use ImageNet statistics,
     which every released DETR uses.
     """
-    config_file = Path(name_or_path).expanduser() / "preprocessor_config.json"
-    if config_file.is_file():
+    directory = local_dir(name_or_path)
+    config_file = directory / "preprocessor_config.json" if directory else None
+    if config_file is not None and config_file.is_file():
         settings = json.loads(config_file.read_text())
         mean, std = settings.get("image_mean"), settings.get("image_std")
         if mean and std:
@@ -103,13 +119,11 @@ def forward_embeddings(
     model: DetrForObjectDetection,
     pixel_values: torch.Tensor,
     pixel_mask: torch.Tensor | None = None,
-    labels: list[dict[str, torch.Tensor]] | None = None,
 ) -> ForwardEmbeddings:
     """Every stage's embedding from ONE forward pass of `model`.
 
     pixel_values: (B, 3, H, W) normalised images
     pixel_mask:   (B, H, W) 1 on real pixels, 0 on padding (None: all real)
-    labels:       HF's detection targets ({"class_labels", "boxes"} per image): adds the loss
     Gradients flow when the caller allows them (joint mode); wrap in `torch.no_grad()` to
     compute frozen targets.
     """
@@ -122,23 +136,29 @@ def forward_embeddings(
         out = model(
             pixel_values=pixel_values,
             pixel_mask=pixel_mask,
-            labels=labels,
             output_hidden_states=True,
         )
     feature_map, mask = captured["backbone"][-1]
     spatial_pos = captured["spatial_pos"]  # (B, d, H', W')
+    # HF records inner decoder layers before the decoder's final LayerNorm, the last one after
+    # it; normalise the inner ones too (what DETR's auxiliary heads see), so layers compare
+    norm = detr.decoder.layernorm
+    decoder_layers = (
+        out.decoder_hidden_states[0],
+        *(norm(h) for h in out.decoder_hidden_states[1:-1]),
+        out.decoder_hidden_states[-1],
+    )
     return ForwardEmbeddings(
         backbone=out.encoder_hidden_states[0],
         grid=(feature_map.shape[-2], feature_map.shape[-1]),
         spatial_pos=spatial_pos.flatten(2).transpose(1, 2),  # (B, d, H', W') -> (B, HW, d)
         mask=mask.flatten(1),  # (B, H', W') -> (B, HW)
         encoder_layers=tuple(out.encoder_hidden_states),
-        decoder_layers=tuple(out.decoder_hidden_states),
+        decoder_layers=decoder_layers,
         logits=out.logits,
         boxes=out.pred_boxes,
         query_pos=detr.query_position_embeddings.weight,
         image_size=(pixel_values.shape[-2], pixel_values.shape[-1]),
-        detection_loss=out.loss,
     )
 
 
@@ -207,6 +227,10 @@ def trainable_from_scratch(model: DetrForObjectDetection) -> DetrForObjectDetect
     """
     _unfreeze_batch_norm(model.model.backbone)
     model.requires_grad_(True)
+    # HF's DETR trained with auxiliary losses also normalises the decoder stream between
+    # layers; with no pretrained function to preserve, keep that variant (the shipped shapes
+    # detector has it). `detection_loss` computes the auxiliary losses either way.
+    model.config.auxiliary_loss = True
     detr = model.model
     with torch.no_grad():
         nn.init.normal_(detr.query_position_embeddings.weight, 0.0, 1.0)
@@ -265,3 +289,28 @@ def save_detr(
     }
     (path / "preprocessor_config.json").write_text(json.dumps(settings, indent=2))
     return path
+
+
+def detection_loss(
+    model: DetrForObjectDetection, emb: ForwardEmbeddings, labels: list[dict[str, torch.Tensor]]
+) -> torch.Tensor:
+    """DETR's Hungarian set loss (1·CE + 5·L1 + 2·GIoU, no-object weight 0.1) on the last
+    decoder layer plus the auxiliary losses of every inner layer, as the original DETR.
+
+    Computed here rather than by `config.auxiliary_loss=True`, which in transformers 5.x also
+    normalises the decoder's stream between layers and so changes what a pretrained DETR
+    computes. labels: per image {"class_labels": (N,), "boxes": (N, 4) normalised cxcywh}.
+    """
+    inner = torch.stack(emb.decoder_layers[1:])  # (L, B, Q, d), normalised like the last
+    config = copy.copy(model.config)
+    config.auxiliary_loss = True
+    loss, _, _ = ForObjectDetectionLoss(
+        emb.logits,
+        labels,
+        emb.logits.device,
+        emb.boxes,
+        config,
+        model.class_labels_classifier(inner),
+        model.bbox_predictor(inner).sigmoid(),
+    )
+    return loss

@@ -20,12 +20,12 @@ class ForwardEmbeddings:
     mask:           (B, HW) bool, True where the token covers real (non-padding) pixels
     encoder_layers: tuple of L_enc + 1 tensors (B, HW, d); [0] = backbone, [-1] = encoder output
     decoder_layers: tuple of L_dec + 1 tensors (B, Q, d); [0] = zero query input,
-                    [-1] = last decoder layer output (after DETR's final LayerNorm)
+                    [1..L_dec] = each layer's output after the decoder's final LayerNorm
+                    (as DETR's auxiliary heads see it); [-1] = the last decoder output
     logits:         (B, Q, C + 1) class logits, last = "no object"
     boxes:          (B, Q, 4) normalised (cx, cy, w, h) in [0, 1]
     query_pos:      (Q, d) learned object-query embeddings
     image_size:     (H, W) of the pixel_values the pass ran on
-    detection_loss: DETR's weighted Hungarian set loss when the pass was given labels, else None
     """
 
     backbone: torch.Tensor
@@ -38,7 +38,6 @@ class ForwardEmbeddings:
     boxes: torch.Tensor
     query_pos: torch.Tensor
     image_size: tuple[int, int]
-    detection_loss: torch.Tensor | None = None
 
     @property
     def encoder(self) -> torch.Tensor:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from inverse_detr.analysis.metrics import APScores, evaluate_detector
 from inverse_detr.build import build_datamodule, build_detr
 from inverse_detr.config import load_config
-from inverse_detr.train import USER_ERRORS
+from inverse_detr.errors import USER_ERRORS
 
 
 def evaluate(cfg: DictConfig) -> tuple[APScores, dict[int, str]]:

@@ -17,7 +17,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -29,34 +29,35 @@ from omegaconf import DictConfig
 from inverse_detr.analysis.plots import reconstruction_grid
 from inverse_detr.build import build_datamodule, build_detr, build_transform, chain_spec
 from inverse_detr.config import ConfigError, load_config, save_config
-from inverse_detr.data.coco import DataError
 from inverse_detr.data.datamodule import DetectionDataModule
 from inverse_detr.detr import (
-    DetrLoadError,
     autocast_backbone,
     forward_embeddings,
     image_normalization,
     save_detr,
     trainable_from_scratch,
 )
-from inverse_detr.export import InverterError, export_inverter, load_inverter
+from inverse_detr.errors import USER_ERRORS
+from inverse_detr.export import export_inverter, load_inverter
 from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES
 from inverse_detr.inverse.spec import build_chain
 from inverse_detr.lit.inversion import InversionModule
-from inverse_detr.lit.joint import JointModule
+from inverse_detr.lit.joint import JOINT_STAGES, JointModule
 from inverse_detr.loggers import build_logger
+from inverse_detr.sweep import run_lambda_sweep
 
 log = logging.getLogger("inverse_detr.train")
 RUN_NAME_ENV = "INVERSE_DETR_RUN_NAME"  # shared by DDP ranks, which Lightning re-launches
-USER_ERRORS = (ConfigError, DataError, DetrLoadError, InverterError)
 # the frozen DETR is in eval mode on purpose; Lightning warns about it on every run
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def run_dir_for(cfg: DictConfig) -> Path:
-    """The run folder; every DDP rank gets the same name through the environment."""
-    name = cfg.run_name or os.environ.get(RUN_NAME_ENV) or time.strftime("%Y%m%d-%H%M%S")
+    """The run folder. Lightning re-launches DDP ranks > 0 as new processes: they read the
+    name rank 0 chose from the environment (only they do, so a notebook's next run is new)."""
+    inherited = os.environ.get(RUN_NAME_ENV) if int(os.environ.get("LOCAL_RANK", 0)) > 0 else ""
+    name = cfg.run_name or inherited or time.strftime("%Y%m%d-%H%M%S")
     os.environ[RUN_NAME_ENV] = name
     return Path(cfg.out_dir).expanduser() / name
 
@@ -153,8 +154,12 @@ def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
         trainable_from_scratch(detr)
     if j.backbone_bf16:
         autocast_backbone(detr)
-    spec = chain_spec(cfg.inverse, detr)
-    chain = load_inverter(j.init_inverse, detr=detr).chain if j.init_inverse else build_chain(spec)
+    spec = replace(chain_spec(cfg.inverse, detr), stages=JOINT_STAGES)
+    if j.init_inverse:
+        loaded = load_inverter(j.init_inverse, detr=detr)
+        chain, spec = loaded.chain, loaded.spec
+    else:
+        chain = build_chain(spec)
     mean, std = image_normalization(cfg.model.name)
     module = JointModule(
         detr,
@@ -176,22 +181,44 @@ def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
     return Job(module, "val/ap50", "max", finish, ("decoder",) if j.lam > 0 else ())
 
 
-def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> Path:
-    """Train as `cfg` says; returns the run folder."""
+@dataclass
+class RunResult:
+    """A finished run: its folder and the final validation metrics (the same on every rank)."""
+
+    run_dir: Path
+    metrics: dict[str, float]
+
+
+def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
+    """Train as `cfg` says; validate the exported (best) weights once more at the end."""
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir_for(cfg)
     _on_rank_zero(save_config, cfg, run_dir / "config.yaml")
     job = (_joint_job if cfg.mode == "joint" else _inversion_job)(cfg, run_dir)
     datamodule = build_datamodule(cfg.data, cfg.model.name)
+    check_labels(datamodule.dataset("train"), job.module.detr)
     trainer = build_trainer(cfg, run_dir, list(callbacks or []), job.monitor, job.monitor_mode)
     trainer.fit(job.module, datamodule=datamodule)
+    _load_best(job.module, trainer)
+    # metrics.json describes the exported (best) weights, not the last epoch
+    trainer.validate(job.module, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if trainer.is_global_zero:
-        _load_best(job.module, trainer)
         job.finish(run_dir)
         if job.grid_stages:
             _save_grid(job.module, job.grid_stages, datamodule, run_dir, trainer)
-        _write_metrics(trainer, run_dir)
-    return run_dir
+        _write_metrics(metrics, run_dir)
+    return RunResult(run_dir, metrics)
+
+
+def check_labels(dataset, detr) -> None:
+    """Category ids must index DETR's logits below the no-object class (HF's convention)."""
+    top = max(dataset.categories, default=0)
+    if top >= detr.config.num_labels:
+        raise ConfigError(
+            f"category id {top} in {dataset.coco_file} needs a DETR with "
+            f"num_labels > {top}, but it has {detr.config.num_labels}"
+        )
 
 
 def _on_rank_zero(fn, *args):
@@ -203,7 +230,14 @@ def _load_best(module: InversionModule, trainer: pl.Trainer) -> None:
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best and Path(best).is_file():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state, strict=False)
+        result = module.load_state_dict(state, strict=False)
+        # inversion checkpoints leave out the frozen DETR; nothing else may be missing
+        missing = [k for k in result.missing_keys if not k.startswith("detr.")]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(
+                f"best checkpoint {best} does not fit the module: missing "
+                f"{missing[:3]}, unexpected {result.unexpected_keys[:3]}"
+            )
         log.info("exporting the best checkpoint: %s", best)
 
 
@@ -223,20 +257,21 @@ def _save_grid(module, stages, dm: DetectionDataModule, run_dir: Path, trainer) 
         trainer.logger.log_image("val/reconstructions", [str(path)])
 
 
-def _write_metrics(trainer: pl.Trainer, run_dir: Path) -> dict[str, float]:
+def _write_metrics(metrics: dict[str, float], run_dir: Path) -> None:
     """Final validation metrics, printed and kept as metrics.json in the run folder."""
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     lines = [f"  {k:<28} {v:.5f}" for k, v in sorted(metrics.items())]
     print("\n".join([f"run folder: {run_dir}", *lines]), flush=True)
-    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(sys.argv[1:] if argv is None else argv)
-        run(cfg)
+        if cfg.sweep.lambdas:
+            run_lambda_sweep(cfg, run)
+        else:
+            run(cfg)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

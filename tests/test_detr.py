@@ -6,6 +6,7 @@ import torch
 from inverse_detr.detr import (
     DetrLoadError,
     backbone_stride,
+    detection_loss,
     forward_embeddings,
     image_normalization,
     load_detr,
@@ -97,3 +98,42 @@ def test_normalization_defaults_to_imagenet_and_reads_processor_config(tmp_path:
         '{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}'
     )
     assert image_normalization(tmp_path) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def test_inner_decoder_layers_are_normalised_like_the_last(tiny_detr_dir):
+    model = load_detr(tiny_detr_dir)
+    norm = model.model.decoder.layernorm
+    with torch.no_grad():  # a trained norm is not the identity on normalised inputs
+        norm.weight.fill_(2.0)
+        norm.bias.fill_(0.5)
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        emb = forward_embeddings(model, pixels)
+        ref = model(pixel_values=pixels, output_hidden_states=True)
+    assert len(emb.decoder_layers) == 3
+    torch.testing.assert_close(emb.decoder_layers[1], norm(ref.decoder_hidden_states[1]))
+    assert not torch.allclose(emb.decoder_layers[1], ref.decoder_hidden_states[1])
+
+
+def test_detection_loss_matches_hf_without_auxiliary_layers(tiny_detr_dir):
+    model = load_detr(tiny_detr_dir)
+    labels = [
+        {
+            "class_labels": torch.tensor([1, 4]),
+            "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.7, 0.3, 0.2]]),
+        }
+    ]
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        emb = forward_embeddings(model, pixels)
+        ours = detection_loss(model, emb, labels)
+        hf_last_layer_only = model(pixel_values=pixels, labels=labels).loss
+    # two decoder layers: ours adds the first layer's auxiliary loss to HF's main loss
+    assert ours > hf_last_layer_only
+    model.model.decoder.layers = model.model.decoder.layers[:1]
+    model.config.decoder_layers = 1
+    with torch.no_grad():
+        emb = forward_embeddings(model, pixels)
+        torch.testing.assert_close(
+            detection_loss(model, emb, labels), model(pixel_values=pixels, labels=labels).loss
+        )

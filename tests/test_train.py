@@ -50,7 +50,7 @@ def test_csv_logger_records_per_stage_losses(tiny_overrides, tmp_path):
                 "trainer.log_every_n_steps=1",
             ]
         )
-    )
+    ).run_dir
     header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
     for key in (
         "train/backbone/mse",
@@ -71,7 +71,7 @@ def test_wandb_logger_runs_offline(tiny_overrides, tmp_path, monkeypatch):
         load_config(
             [*overrides, "logger=wandb", "trainer.max_steps=1", "trainer.limit_val_batches=1"]
         )
-    )
+    ).run_dir
     assert list((run_dir / "wandb").glob("offline-run-*"))
 
 

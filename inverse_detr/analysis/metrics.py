@@ -17,29 +17,25 @@ def _to_pixels(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor
 
 
 def detr_predictions(
-    logits: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int]
+    logits: torch.Tensor, boxes: torch.Tensor, sizes: list[tuple[int, int]]
 ) -> list[dict[str, torch.Tensor]]:
     """DETR's own post-processing: per query, the best real class and its probability.
 
-    logits: (B, Q, C + 1) with "no object" last;  boxes: (B, Q, 4) normalised cxcywh.
+    logits: (B, Q, C + 1) with "no object" last;  boxes: (B, Q, 4) normalised cxcywh of each
+    image;  sizes: each image's (h, w) in pixels (`Target.size`).
     Every query is kept (AP ranks by score), as in DETR's COCO evaluation.
     """
     probs = logits.float().softmax(-1)[..., :-1]  # (B, Q, C): drop "no object"
     scores, labels = probs.max(-1)
     return [
-        {"boxes": _to_pixels(b.float(), image_size), "scores": s, "labels": lab}
-        for b, s, lab in zip(boxes, scores, labels, strict=True)
+        {"boxes": _to_pixels(b.float(), size), "scores": s, "labels": lab}
+        for b, s, lab, size in zip(boxes, scores, labels, sizes, strict=True)
     ]
 
 
-def detection_targets(
-    labels: list[torch.Tensor], boxes: list[torch.Tensor], image_size: tuple[int, int]
-) -> list[dict[str, torch.Tensor]]:
-    """Ground truth in the same frame: labels (N,) and normalised cxcywh boxes (N, 4) per image."""
-    return [
-        {"boxes": _to_pixels(b.float(), image_size), "labels": lab}
-        for lab, b in zip(labels, boxes, strict=True)
-    ]
+def detection_targets(targets: list) -> list[dict[str, torch.Tensor]]:
+    """Ground truth of `Target`s in the same pixel frame as `detr_predictions`."""
+    return [{"boxes": _to_pixels(t.boxes.float(), t.size), "labels": t.labels} for t in targets]
 
 
 def ap_metric(per_category: bool = False) -> MeanAveragePrecision:
@@ -64,10 +60,9 @@ class APScores:
         classes = result.get("classes")
         per_class = result.get("map_per_class")
         if classes is not None and per_class is not None and per_class.numel() == classes.numel():
-            per_category = {
-                int(c): float(v)
-                for c, v in zip(classes.flatten(), per_class.flatten(), strict=True)
-            }
+            pairs = zip(classes.flatten().tolist(), per_class.flatten().tolist(), strict=True)
+            # COCO reports −1 for a category without ground truth: it has no AP
+            per_category = {int(c): v for c, v in pairs if v >= 0}
         return cls(
             float(result["map"]), float(result["map_50"]), float(result["map_75"]), per_category
         )
@@ -89,11 +84,8 @@ def evaluate_detector(detr, batches, per_category: bool = True, progress: bool =
             continue
         batch = batch.to(device)
         out = detr(pixel_values=batch.pixel_values, pixel_mask=batch.pixel_mask)
-        size = tuple(batch.pixel_values.shape[-2:])
+        sizes = [t.size for t in batch.targets]
         metric.update(
-            detr_predictions(out.logits, out.pred_boxes, size),
-            detection_targets(
-                [t.labels for t in batch.targets], [t.boxes for t in batch.targets], size
-            ),
+            detr_predictions(out.logits, out.pred_boxes, sizes), detection_targets(batch.targets)
         )
     return APScores.from_metric(metric.compute())

@@ -32,3 +32,16 @@ def reconstruction_grid(columns: dict[str, torch.Tensor], cell: float = 1.6) -> 
                 ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def tradeoff_plot(mse: list[float], ap: list[float], labels: list[str]) -> Figure:
+    """Reconstruction MSE (x) against detection AP (y), one labelled point per setting."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    ax.plot(mse, ap, "o-", color="tab:blue")
+    for x, y, text in zip(mse, ap, labels, strict=True):
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("reconstruction MSE (normalised pixels)")
+    ax.set_ylabel("box AP (COCO protocol)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -42,7 +42,9 @@ class Target:
     """Annotations of one image, in DETR's frame (see `DetrTransform`).
 
     labels:  (N,) long category ids
-    boxes:   (N, 4) float normalised (cx, cy, w, h) on the model-input canvas
+    boxes:   (N, 4) float normalised (cx, cy, w, h) of the real image (DETR's frame)
+    size:    (h, w) the real image covers on the model-input canvas (top-left; the rest is
+             padding); boxes in canvas pixels are boxes · (w, h, w, h)
     masks:   (N, H, W) bool visible-part instance masks on the canvas ((0, H, W) when the
              dataset was built with `with_masks=False`)
     image_id: the COCO image id;  orig_size: (h, w) of the file
@@ -53,6 +55,7 @@ class Target:
     masks: torch.Tensor
     image_id: int
     orig_size: tuple[int, int]
+    size: tuple[int, int]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Target:
         move = {"device": device, "non_blocking": non_blocking}
@@ -62,6 +65,7 @@ class Target:
             self.masks.to(**move),
             self.image_id,
             self.orig_size,
+            self.size,
         )
 
     def as_hf_labels(self) -> dict[str, torch.Tensor]:
@@ -129,7 +133,8 @@ class CocoDetection(Dataset):
             raise DataError(f"image folder not found: {self.images_dir}")
         if on_bad_image not in ("skip", "error"):
             raise ValueError(f"on_bad_image must be skip or error, got {on_bad_image!r}")
-        self.coco = read_coco(Path(annotation_file).expanduser())
+        self.coco_file = Path(annotation_file).expanduser()
+        self.coco = read_coco(self.coco_file)
         self.transform = transform
         self.on_bad_image = on_bad_image
         self.with_masks = with_masks
@@ -192,10 +197,11 @@ class CocoDetection(Dataset):
             masks[k] = self._decode_mask(ann, size)
         return Target(
             labels=torch.tensor([a["category_id"] for a in anns], dtype=torch.long),
-            boxes=self.transform.boxes(boxes, size, plan),
+            boxes=self.transform.boxes(boxes, size),
             masks=self.transform.masks(torch.from_numpy(masks), plan),
             image_id=int(image_id),
             orig_size=size,
+            size=plan.content,
         )
 
     def _decode_mask(self, ann: dict, size: tuple[int, int]) -> np.ndarray:

@@ -4,8 +4,8 @@ Two resize modes:
 - `fixed`: stretch to (H, W), as the reference code does (480×640); the pixel mask is all ones.
 - `pad`:   keep the aspect ratio, fit inside (H, W), pad bottom/right with zeros after
            normalisation (as HF's image processor does); the pixel mask marks real pixels.
-Boxes come out as normalised (cx, cy, w, h) relative to the (H, W) canvas — the frame
-DETR's predictions live in.
+Boxes come out as normalised (cx, cy, w, h) relative to the real (unpadded) image, the frame
+DETR is trained and predicts in (its sine position embedding is normalised over the mask).
 """
 
 from __future__ import annotations
@@ -88,12 +88,11 @@ class DetrTransform:
         mask[:h, :w] = 1
         return canvas, mask, plan
 
-    def boxes(
-        self, boxes_xywh: torch.Tensor, source: tuple[int, int], plan: Resize
-    ) -> torch.Tensor:
-        """(N, 4) pixel xywh in the source image → (N, 4) normalised cxcywh on the canvas."""
-        sy = plan.content[0] / source[0] / plan.canvas[0]
-        sx = plan.content[1] / source[1] / plan.canvas[1]
+    @staticmethod
+    def boxes(boxes_xywh: torch.Tensor, source: tuple[int, int]) -> torch.Tensor:
+        """(N, 4) pixel xywh in the (h, w) source image → (N, 4) normalised cxcywh of the image
+        (resizing keeps them; on the canvas they cover `Resize.content`)."""
+        sy, sx = 1.0 / source[0], 1.0 / source[1]
         scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
         return box_convert(boxes_xywh.float() * scale, "xywh", "cxcywh").clamp(0.0, 1.0)
 

@@ -78,6 +78,7 @@ class InversionModule(pl.LightningModule):
         self.weight_decay = weight_decay
         self.schedule = schedule
         self.compile_modules = compile
+        self._compiled = False
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.strict_loading = False  # checkpoints omit the frozen DETR
@@ -97,9 +98,15 @@ class InversionModule(pl.LightningModule):
         return self
 
     def configure_model(self) -> None:
-        if self.compile_modules:
+        """Compile in place (parameter names unchanged); Lightning calls this on every fit or
+        validate, so only once."""
+        if self.compile_modules and not self._compiled:
             for name in self.stages:
-                setattr(self.chain, name, torch.compile(getattr(self.chain, name)))
+                getattr(self.chain, name).compile()
+            self._compiled = True
+
+    def on_train_start(self) -> None:
+        self.train()  # Lightning keeps modules' own modes; the inverse modules must train
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]
@@ -132,11 +139,11 @@ class InversionModule(pl.LightningModule):
             losses["head"] = masked_mse(pred, emb.decoder, valid)
         return losses
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if batch.skipped:
             self.log("train/skipped_images", float(batch.skipped), reduce_fx="sum", on_epoch=True)
         if len(batch) == 0:
-            return None
+            return zero_loss(self.chain)
         losses = self.stage_losses(self.embed(batch), batch)
         for stage, loss in losses.items():
             self.log(f"train/{stage}/mse", loss, prog_bar=True, batch_size=len(batch))
@@ -194,6 +201,12 @@ class InversionModule(pl.LightningModule):
             "optimizer": optimiser,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def zero_loss(module: nn.Module) -> torch.Tensor:
+    """A 0 that touches every trainable parameter: what a step with no usable image returns,
+    so that DDP's gradient reduction still meets every rank (returning None would hang it)."""
+    return sum(p.sum() for p in module.parameters() if p.requires_grad) * 0.0
 
 
 def _fit(pixels: torch.Tensor, size: torch.Size) -> torch.Tensor:

@@ -16,10 +16,10 @@ from transformers import DetrForObjectDetection
 
 from inverse_detr.analysis.metrics import APScores, ap_metric, detection_targets, detr_predictions
 from inverse_detr.data.datamodule import Batch
-from inverse_detr.detr import forward_embeddings
+from inverse_detr.detr import detection_loss, forward_embeddings
 from inverse_detr.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.chain import InverseChain
-from inverse_detr.lit.inversion import masked_mse
+from inverse_detr.lit.inversion import masked_mse, zero_loss
 
 JOINT_STAGES = ("backbone", "encoder", "decoder")
 
@@ -58,10 +58,15 @@ class JointModule(pl.LightningModule):
                 "weight_decay": weight_decay,
             }
         )
-        detr.config.auxiliary_loss = True  # DETR's loss on every decoder layer
-        self.detr = detr.train().requires_grad_(True)
+        self.detr = detr.train()
         self.chain = chain
         self.lam = lam
+        # a parameter no loss reaches would stall DDP's gradient reduction: freeze it
+        if lam == 0.0:
+            chain.requires_grad_(False)
+        if lam == 1.0:
+            detr.class_labels_classifier.requires_grad_(False)
+            detr.bbox_predictor.requires_grad_(False)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.val_ap = ap_metric()
@@ -72,8 +77,9 @@ class JointModule(pl.LightningModule):
         parts: dict[str, torch.Tensor] = {}
         total = batch.pixel_values.new_zeros(())
         if self.lam < 1.0:
-            parts["det"] = emb.detection_loss
-            total = total + (1.0 - self.lam) * emb.detection_loss
+            labels = [t.as_hf_labels() for t in batch.targets]
+            parts["det"] = detection_loss(self.detr, emb, labels)
+            total = total + (1.0 - self.lam) * parts["det"]
         if self.lam > 0.0:
             parts["rec"] = self.reconstruction_loss(batch, emb)
             total = total + self.lam * parts["rec"]
@@ -85,11 +91,10 @@ class JointModule(pl.LightningModule):
         normalised = (image - self.mean) / self.std
         return masked_mse(normalised, batch.pixel_values, batch.pixel_mask)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if len(batch) == 0:
-            return None
-        labels = [t.as_hf_labels() for t in batch.targets] if self.lam < 1.0 else None
-        emb = forward_embeddings(self.detr, batch.pixel_values, batch.pixel_mask, labels)
+            return zero_loss(self)
+        emb = forward_embeddings(self.detr, batch.pixel_values, batch.pixel_mask)
         parts = self.losses(batch, emb)
         for name, value in parts.items():
             self.log(f"train/{name}", value, prog_bar=True, batch_size=len(batch))
@@ -99,12 +104,9 @@ class JointModule(pl.LightningModule):
         if len(batch) == 0:
             return
         emb = forward_embeddings(self.detr, batch.pixel_values, batch.pixel_mask)
-        size = tuple(batch.pixel_values.shape[-2:])
+        sizes = [t.size for t in batch.targets]
         self.val_ap.update(
-            detr_predictions(emb.logits, emb.boxes, size),
-            detection_targets(
-                [t.labels for t in batch.targets], [t.boxes for t in batch.targets], size
-            ),
+            detr_predictions(emb.logits, emb.boxes, sizes), detection_targets(batch.targets)
         )
         self.val_rec.update(self.reconstruction_loss(batch, emb), weight=len(batch))
 
@@ -117,17 +119,29 @@ class JointModule(pl.LightningModule):
         self.log("val/rec_mse", self.val_rec.compute())
         self.val_rec.reset()
 
+    def on_train_start(self) -> None:
+        self.train()  # a chain loaded for analysis comes in eval mode; BatchNorm must train
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        backbone = list(self.detr.model.backbone.parameters())
-        ids = {id(p) for p in backbone}
-        transformer = [p for p in self.detr.parameters() if id(p) not in ids]
+        """AdamW over what trains: parameters frozen by HF (stem, layer1) or by λ stay out."""
+        in_backbone = {id(p) for p in self.detr.model.backbone.parameters()}
+        trainable = [p for p in self.detr.parameters() if p.requires_grad]
         groups = [
-            {"params": backbone, "lr": self.hparams.lr_backbone, "name": "detr_backbone"},
-            {"params": transformer, "lr": self.hparams.lr_transformer, "name": "detr_transformer"},
             {
-                "params": list(self.chain.parameters()),
+                "params": [p for p in trainable if id(p) in in_backbone],
+                "lr": self.hparams.lr_backbone,
+                "name": "detr_backbone",
+            },
+            {
+                "params": [p for p in trainable if id(p) not in in_backbone],
+                "lr": self.hparams.lr_transformer,
+                "name": "detr_transformer",
+            },
+            {
+                "params": [p for p in self.chain.parameters() if p.requires_grad],
                 "lr": self.hparams.lr_inverse,
                 "name": "inverse",
             },
         ]
+        groups = [g for g in groups if g["params"]]
         return torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)

@@ -85,8 +85,9 @@ def test_pad_resize_keeps_aspect_and_masks_padding(tmp_path):
     assert sample.pixel_values.shape == (3, 32, 64)
     assert sample.pixel_mask[:, :32].all() and not sample.pixel_mask[:, 32:].any()
     assert (sample.pixel_values[:, :, 32:] == 0).all()
-    # the box sits in the left half of the canvas: x 2..22 of 64 → scale 0.5, canvas width 64
-    torch.testing.assert_close(sample.target.boxes[0, 0], torch.tensor(6 / 64))
+    # boxes are relative to the real image (DETR's frame), which covers the left half
+    assert sample.target.size == (32, 32)
+    torch.testing.assert_close(sample.target.boxes[0], torch.tensor([12, 9, 20, 10]) / 64)
 
 
 def test_normalisation_uses_given_statistics(tmp_path):
