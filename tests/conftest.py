@@ -14,7 +14,7 @@ COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
 
 @pytest.fixture(scope="session")
 def tiny_detr_dir(tmp_path_factory) -> Path:
-    """A tiny random DETR (timm resnet10t, d 32, 1+1 layers, 5 queries) in save_pretrained form."""
+    """A tiny random DETR (resnet10t, d 32, 1+2 layers, 5 queries, COCO ids), save_pretrained."""
     torch.manual_seed(0)
     model = random_detr(
         backbone="resnet10t",
@@ -25,7 +25,7 @@ def tiny_detr_dir(tmp_path_factory) -> Path:
         attention_heads=2,
         ffn_dim=64,
         num_queries=5,
-        num_labels=7,
+        num_labels=91,
     )
     path = tmp_path_factory.mktemp("tiny-detr")
     model.save_pretrained(path)

@@ -137,7 +137,7 @@ def test_mismatched_detr_is_a_one_line_error(exported, changed, name):
         attention_heads=2,
         ffn_dim=64,
         num_queries=settings["num_queries"],
-        num_labels=7,
+        num_labels=91,
     )
     with pytest.raises(InverterError, match=name) as err:
         load_inverter(exported, detr=other)
