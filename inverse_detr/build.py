@@ -1,19 +1,23 @@
-"""Config sections → objects. Only entry points call this; everything it builds takes
-explicit typed arguments, so notebooks can build the same objects without a config."""
+"""Config sections → objects: a helper of the entry points, the one place besides them that
+reads the config tree. Everything it builds takes explicit typed arguments, so notebooks can
+build the same objects without a config."""
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 from transformers import DetrForObjectDetection
 
+from inverse_detr.config import ConfigError
 from inverse_detr.data.datamodule import DetectionDataModule, Split
 from inverse_detr.data.shapes import SHAPE_CLASSES, ensure_shapes_world
 from inverse_detr.data.transforms import DetrTransform
 from inverse_detr.detr import (
+    backbone_stride,
     detr_signature,
     freeze,
     image_normalization,
@@ -58,15 +62,20 @@ def _shapes_labels(num_labels: int) -> dict[int, str]:
 def data_splits(data: DictConfig) -> tuple[Split, Split]:
     """(train, val) locations; the shapes world is generated on first use."""
     if data.kind == "shapes":
-        world = ensure_shapes_world(
-            Path(data.cache_dir).expanduser(),
-            data.shapes.train,
-            data.shapes.val,
-            size=data.shapes.size,
-            seed=data.shapes.seed,
-            num_classes=data.shapes.classes,
-        )
+        try:
+            world = ensure_shapes_world(
+                Path(data.cache_dir).expanduser(),
+                data.shapes.train,
+                data.shapes.val,
+                size=data.shapes.size,
+                seed=data.shapes.seed,
+                num_classes=data.shapes.classes,
+            )
+        except ValueError as err:  # the generator's own argument checks
+            raise ConfigError(f"config section 'data.shapes': {err}") from None
         return Split(*world.split("train")), Split(*world.split("val"))
+    if not data.root:
+        raise ConfigError("data.kind=coco needs data.root: the folder holding the COCO images")
     root = Path(data.root).expanduser()
     return (
         Split(root / data.train_images, root / data.train_annotations),
@@ -102,6 +111,19 @@ def build_datamodule(
 def chain_spec(inverse: DictConfig, detr: DetrForObjectDetection) -> ChainSpec:
     """The inverse chain for `detr`: its dimensions, the configured sizes (0 = as the DETR)."""
     config = detr.config
+    stride = backbone_stride(detr)
+    if inverse.backbone_kind == "conv" and inverse.backbone_up:
+        needed = round(math.log2(stride))
+        if len(inverse.backbone_up) != needed:
+            raise ConfigError(
+                f"inverse.backbone_up has {len(inverse.backbone_up)} widths, but the DETR's "
+                f"stride {stride} needs {needed} (or [] for the reference widths)"
+            )
+    heads = inverse.heads or config.encoder_attention_heads
+    if config.d_model % heads:
+        raise ConfigError(
+            f"inverse.heads={heads} does not divide the DETR's d_model {config.d_model}"
+        )
     return ChainSpec(
         **detr_signature(detr),
         stages=tuple(inverse.stages),

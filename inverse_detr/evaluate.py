@@ -9,17 +9,22 @@ import json
 import logging
 import sys
 
+import torch
 from omegaconf import DictConfig
 
 from inverse_detr.analysis.metrics import APScores, evaluate_detector
 from inverse_detr.build import build_datamodule, build_detr
-from inverse_detr.config import load_config
+from inverse_detr.config import ConfigError, load_config
 from inverse_detr.errors import USER_ERRORS
 
 
 def evaluate(cfg: DictConfig) -> tuple[APScores, dict[int, str]]:
     """AP of `cfg.model` on `cfg.data`'s validation split, and the category names."""
+    if cfg.model.name == "random":
+        raise ConfigError("evaluate needs a trained DETR: model=<directory or hub id>")
     detr = build_detr(cfg.model, cfg.seed)
+    if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available():
+        detr.cuda()
     datamodule = build_datamodule(cfg.data, cfg.model.name)
     dataset = datamodule.dataset("val")
     scores = evaluate_detector(detr, datamodule.val_dataloader())

@@ -162,7 +162,9 @@ def load_inverter(
         spec = ChainSpec.from_json(record["spec"])
     except (KeyError, TypeError, ValueError) as err:
         raise InverterError(f"{export_dir / SPEC_FILE}: bad inverse-chain spec ({err})") from None
-    if not isinstance(detr, DetrForObjectDetection):
+    if isinstance(detr, DetrForObjectDetection):
+        detr.eval()  # targets and reconstructions come from DETR without dropout
+    else:
         detr = load_detr(detr if detr is not None else _resolve_detr(record["detr"], export_dir))
     check_compatible(spec, detr, export_dir)
     chain = build_chain(spec)

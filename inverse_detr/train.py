@@ -1,10 +1,14 @@
 """`python -m inverse_detr.train [experiment=NAME] [group=name] [key=value ...]`
 
-Trains the inverse modules against a frozen DETR and leaves one run folder:
+mode=inversion (default) trains the inverse modules against a frozen DETR; mode=joint
+(experiment=joint, experiment=shapes_detector) fine-tunes DETR and the inverse chain together;
+sweep.lambda=[...] runs one joint run per λ (see `inverse_detr.sweep`). One run folder:
   config.yaml              the resolved config
-  checkpoints/             Lightning checkpoints: last.ckpt and the best by val/loss
+  checkpoints/             last.ckpt and the best (val/loss; joint: val/ap50)
   export/                  inverse modules as safetensors + JSON (see `load_inverter`)
+  detr/                    joint mode: the fine-tuned DETR in save_pretrained form
   reconstructions.png      input | from backbone | encoder | decoder | head
+  metrics.json             the final validation metrics of the exported weights
   wandb/ or csv/           the logger's files
 """
 

@@ -109,6 +109,8 @@ def test_coco_experiment_on_real_images_with_a_local_detr(coco128, tiny_detr_dir
         ("data.batchsize=2", "unknown config key 'data.batchsize'"),
         ("model.name=./no/such/detr", "DETR directory not found"),
         ("data.root=/no/such/coco", "not found"),
+        ("inverse.backbone_up=[8,8]", "stride 16 needs 4"),
+        ("data.shapes.classes=2", "data.shapes"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(override, message, tmp_path):

@@ -115,7 +115,14 @@ class DetrTransform:
         """A batch as DETR sees it, exactly as `image` prepares files.
 
         images: (B, 3, h, w) RGB in [0, 1] → (B, 3, H, W) normalised, (B, H, W) long mask.
+        uint8 images (e.g. from torchvision.io.read_image) are divided by 255.
         """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+        elif not images.is_floating_point():
+            raise ValueError(f"images must be float RGB in [0, 1] or uint8, got {images.dtype}")
         plan = Resize.plan(tuple(images.shape[-2:]), self.image_size, self.mode)
         pixels = TF.resize(images.float(), list(plan.content), antialias=True)
         pixels = (pixels - self.mean.to(images.device)) / self.std.to(images.device)
