@@ -19,7 +19,7 @@ class SaveRankState(Callback):
         self.out = out
 
     def on_train_end(self, trainer, module) -> None:
-        state = {k: v.detach().cpu() for k, v in module.chain.state_dict().items()}
+        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         torch.save(
             {"state": state, "metrics": metrics, "steps": trainer.global_step},

@@ -10,9 +10,18 @@ import torch
 PROBE = Path(__file__).with_name("ddp_probe.py")
 
 
+MODES = {
+    "inversion": ([], ("val/loss", "val/encoder/mse", "val/backbone/image_mse")),
+    # λ = 0 leaves the inverse chain without gradient: DDP must not wait for it
+    "joint-lambda-0": (["experiment=joint", "joint.lambda=0"], ("val/ap", "val/rec_mse")),
+}
+
+
 @pytest.mark.slow
-def test_two_ranks_end_with_identical_weights_and_reduced_metrics(tiny_overrides, tmp_path):
-    overrides = [o for o in tiny_overrides if not o.startswith("trainer.fast_dev_run")]
+@pytest.mark.parametrize("mode", list(MODES))
+def test_two_ranks_end_with_identical_weights_and_reduced_metrics(mode, tiny_overrides, tmp_path):
+    extra, keys = MODES[mode]
+    overrides = [*extra, *(o for o in tiny_overrides if not o.startswith("trainer.fast_dev_run"))]
     overrides += [
         "trainer=ddp_cpu",
         "trainer.max_steps=3",
@@ -32,5 +41,5 @@ def test_two_ranks_end_with_identical_weights_and_reduced_metrics(tiny_overrides
     for key, value in ranks[0]["state"].items():
         torch.testing.assert_close(value, ranks[1]["state"][key], msg=key)
     # each rank validated different images; sync_dist makes every rank report the mean
-    for key in ("val/loss", "val/encoder/mse", "val/backbone/image_mse"):
+    for key in keys:
         assert ranks[0]["metrics"][key] == pytest.approx(ranks[1]["metrics"][key], rel=1e-6)
