@@ -162,6 +162,7 @@ class Config:
     out_dir: str = "runs"
     run_name: str = ""  # empty: a timestamp
     mode: str = "inversion"  # inversion: frozen DETR | joint: λ fine-tuning
+    resume: str = ""  # "last": this run_name's last.ckpt | a checkpoint path | "": start anew
     logger: str = "wandb"  # wandb (offline unless logged in or WANDB_MODE says) | csv | none
     wandb_project: str = "inverse_detr"
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -202,7 +202,7 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
     datamodule = build_datamodule(cfg.data, cfg.model.name)
     check_labels(datamodule.dataset("train"), job.module.detr)
     trainer = build_trainer(cfg, run_dir, list(callbacks or []), job.monitor, job.monitor_mode)
-    trainer.fit(job.module, datamodule=datamodule)
+    trainer.fit(job.module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
     _load_best(job.module, trainer)
     # metrics.json describes the exported (best) weights, not the last epoch
     trainer.validate(job.module, datamodule=datamodule, verbose=False)
@@ -213,6 +213,16 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
             _save_grid(job.module, job.grid_stages, datamodule, run_dir, trainer)
         _write_metrics(metrics, run_dir)
     return RunResult(run_dir, metrics)
+
+
+def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The checkpoint to continue from (weights, optimiser, step, loops), if any."""
+    if not cfg.resume:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if cfg.resume == "last" else Path(cfg.resume)
+    if not path.is_file():
+        raise ConfigError(f"resume={cfg.resume}: no checkpoint at {path}")
+    return str(path)
 
 
 def check_labels(dataset, detr) -> None:

@@ -122,3 +122,17 @@ def test_user_errors_exit_2_with_one_line(override, message, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_overrides, tmp_path):
+    overrides = [o for o in tiny_overrides if not o.startswith("trainer.fast_dev_run")]
+    first = run(load_config([*overrides, "trainer.max_steps=2", "trainer.max_epochs=5"]))
+    step = torch.load(first.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert step["global_step"] == 2
+    run(load_config([*overrides, "trainer.max_steps=4", "trainer.max_epochs=5", "resume=last"]))
+    step = torch.load(first.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert step["global_step"] == 4
+
+
+def test_resume_without_a_checkpoint_is_a_one_line_error(tiny_overrides):
+    assert main([*tiny_overrides, "resume=last"]) == 2
