@@ -280,7 +280,9 @@ def save_detr(
     """`save_pretrained` plus the image statistics `image_normalization` reads back."""
     path = Path(path)
     model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
-    model.save_pretrained(path)
+    # HF's frozen BatchNorm has no batch counter; leaving it out keeps loading quiet
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    model.save_pretrained(path, state_dict=state)
     settings = {
         "image_processor_type": "DetrImageProcessor",
         "image_mean": list(mean),

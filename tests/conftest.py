@@ -53,6 +53,7 @@ def tiny_overrides(shapes_cache, tmp_path) -> list[str]:
         f"out_dir={tmp_path / 'runs'}",
         "run_name=tiny",
         "logger=none",
+        "model.name=random",
         f"data.cache_dir={shapes_cache}",
         "data.shapes.train=8",
         "data.shapes.val=4",
