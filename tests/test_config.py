@@ -8,7 +8,7 @@ from inverse_detr.config import CONFIG_DIR, GROUPS, ConfigError, load_config, sa
 
 def test_default_config_is_the_offline_shapes_run():
     cfg = load_config([])
-    assert cfg.data.kind == "shapes" and cfg.model.name == "random"
+    assert cfg.data.kind == "shapes" and cfg.model.name == "checkpoints/shapes-detr"
 
 
 @pytest.mark.parametrize("group", GROUPS)
