@@ -136,3 +136,7 @@ def test_resume_continues_from_the_last_checkpoint(tiny_overrides, tmp_path):
 
 def test_resume_without_a_checkpoint_is_a_one_line_error(tiny_overrides):
     assert main([*tiny_overrides, "resume=last"]) == 2
+
+
+def test_bf16_mixed_precision_fast_dev_run(tiny_overrides):
+    assert main([*tiny_overrides, "trainer.precision=bf16-mixed"]) == 0

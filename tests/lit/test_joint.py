@@ -178,3 +178,35 @@ def test_sweep_needs_joint_mode():
 
     with pytest.raises(ConfigError, match="mode=joint"):
         load_config(["sweep.lambda=[0,1]"])
+
+
+def test_joint_run_can_start_from_trained_inverse_modules(tiny_overrides, tmp_path):
+    first = run(load_config([*tiny_overrides, "run_name=inverse"])).run_dir
+    args = [
+        "experiment=joint",
+        *tiny_overrides,
+        "run_name=joint",
+        "joint.lambda=0.5",
+        f"joint.init_inverse={first}",
+    ]
+    joint_dir = run(load_config(args)).run_dir
+    from safetensors.torch import load_file
+
+    before = load_file(first / "export" / "inverse.safetensors")
+    after = load_file(joint_dir / "export" / "inverse.safetensors")
+    assert set(after) <= set(before)  # the joint chain holds no inverse head
+    assert any(not torch.equal(before[k], after[k]) for k in after)  # and it trained
+
+
+def test_wandb_sweep_file_sweeps_real_config_keys():
+    from omegaconf import OmegaConf
+
+    from inverse_detr.config import CONFIG_DIR
+
+    sweep = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "sweep" / "lambda.yaml"))
+    assert "experiment=joint" in sweep["command"]
+    for key, spec in sweep["parameters"].items():
+        for value in spec["values"]:
+            assert (
+                OmegaConf.select(load_config(["experiment=joint", f"{key}={value}"]), key) == value
+            )
