@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from inverse_detr.detr import random_detr
+from inverse_detr.detr import detr_signature, random_detr
+from inverse_detr.inverse.chain import STAGES
+from inverse_detr.inverse.spec import ChainSpec
 
 COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
 
@@ -72,3 +74,25 @@ def tiny_overrides(shapes_cache, tmp_path) -> list[str]:
         "inverse.head_hidden=[32]",
         "trainer.fast_dev_run=true",
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_spec():
+    """Builds the tiny ChainSpec the tests train, for a given DETR and stages."""
+
+    def build(detr, stages=STAGES) -> ChainSpec:
+        return ChainSpec(
+            **detr_signature(detr),
+            stages=tuple(stages),
+            backbone_hidden=(16,),
+            backbone_up=(16, 8, 8, 8),
+            encoder_layers=1,
+            encoder_heads=2,
+            encoder_ffn=64,
+            decoder_layers=1,
+            decoder_heads=2,
+            decoder_ffn=64,
+            head_hidden=(32,),
+        )
+
+    return build

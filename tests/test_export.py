@@ -11,24 +11,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, DetrTransform
-from inverse_detr.detr import detr_signature, forward_embeddings, load_detr, random_detr
+from inverse_detr.detr import forward_embeddings, load_detr, random_detr
 from inverse_detr.embeddings import ForwardEmbeddings
 from inverse_detr.export import InverterError, export_inverter, load_inverter
 from inverse_detr.inverse.chain import STAGES, InverseChain
 from inverse_detr.inverse.spec import ChainSpec, build_chain
 
 SIZE = (64, 64)
-TINY = {
-    "backbone_hidden": (16,),
-    "backbone_up": (16, 8, 8, 8),
-    "encoder_layers": 1,
-    "encoder_heads": 2,
-    "encoder_ffn": 64,
-    "decoder_layers": 1,
-    "decoder_heads": 2,
-    "decoder_ffn": 64,
-    "head_hidden": (32,),
-}
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +26,8 @@ def detr(tiny_detr_dir):
 
 
 @pytest.fixture(scope="module")
-def spec(detr) -> ChainSpec:
-    return ChainSpec(**detr_signature(detr), **TINY)
+def spec(detr, tiny_spec) -> ChainSpec:
+    return tiny_spec(detr)
 
 
 @pytest.fixture(scope="module")

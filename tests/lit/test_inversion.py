@@ -12,22 +12,9 @@ from torch.utils.data import DataLoader
 
 from inverse_detr.data.datamodule import Batch
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from inverse_detr.detr import detr_signature, load_detr
+from inverse_detr.detr import load_detr
 from inverse_detr.inverse.chain import STAGES
-from inverse_detr.inverse.spec import ChainSpec
 from inverse_detr.lit.inversion import InversionModule, _MeanImageBaseline, masked_mse
-
-TINY = {
-    "backbone_hidden": (16,),
-    "backbone_up": (16, 8, 8, 8),
-    "encoder_layers": 1,
-    "encoder_heads": 2,
-    "encoder_ffn": 64,
-    "decoder_layers": 1,
-    "decoder_heads": 2,
-    "decoder_ffn": 64,
-    "head_hidden": (32,),
-}
 
 
 def make_batch(seed: int = 0, size: int = 2) -> Batch:
@@ -40,17 +27,20 @@ def make_batch(seed: int = 0, size: int = 2) -> Batch:
     )
 
 
-def make_module(detr_dir, stages=STAGES, lr=None) -> InversionModule:
-    # a trainable DETR in train mode: the module itself must freeze it
-    detr = load_detr(detr_dir, frozen=False).train()
-    spec = ChainSpec(**detr_signature(detr), stages=tuple(stages), **TINY)
-    torch.manual_seed(0)
-    return InversionModule(detr, spec, IMAGENET_MEAN, IMAGENET_STD, lr=lr)
+@pytest.fixture
+def make_module(tiny_detr_dir, tiny_spec):
+    def build(stages=STAGES, lr=None) -> InversionModule:
+        # a trainable DETR in train mode: the module itself must freeze it
+        detr = load_detr(tiny_detr_dir, frozen=False).train()
+        torch.manual_seed(0)
+        return InversionModule(detr, tiny_spec(detr, stages), IMAGENET_MEAN, IMAGENET_STD, lr=lr)
+
+    return build
 
 
 @pytest.fixture
-def module(tiny_detr_dir) -> InversionModule:
-    return make_module(tiny_detr_dir).train()
+def module(make_module) -> InversionModule:
+    return make_module().train()
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +143,8 @@ def test_mean_image_baseline_matches_direct_computation():
     torch.testing.assert_close(baseline.compute(), expected_first, rtol=1e-5, atol=1e-6)
 
 
-def test_optimiser_has_one_group_per_trained_stage(tiny_detr_dir):
-    module = make_module(
-        tiny_detr_dir, stages=("backbone", "head"), lr={"backbone": 0.1, "head": 0.2}
-    )
+def test_optimiser_has_one_group_per_trained_stage(make_module):
+    module = make_module(stages=("backbone", "head"), lr={"backbone": 0.1, "head": 0.2})
     optimiser = module.configure_optimizers()
     groups = {g["name"]: g for g in optimiser.param_groups}
     assert set(groups) == {"backbone", "head"}
@@ -172,8 +160,8 @@ def test_optimiser_has_one_group_per_trained_stage(tiny_detr_dir):
         }
 
 
-def test_checkpoints_leave_out_the_detr(tiny_detr_dir, tmp_path):
-    module = make_module(tiny_detr_dir)
+def test_checkpoints_leave_out_the_detr(tiny_detr_dir, make_module, tmp_path):
+    module = make_module()
     checkpoint = {
         "state_dict": module.state_dict(),
         "hyper_parameters": dict(module.hparams),

@@ -14,27 +14,20 @@ from inverse_detr.analysis.metrics import (
 from inverse_detr.config import load_config
 from inverse_detr.data.coco import Target
 from inverse_detr.data.datamodule import Batch
-from inverse_detr.detr import detection_loss, detr_signature, forward_embeddings, load_detr
-from inverse_detr.inverse.spec import ChainSpec, build_chain
+from inverse_detr.detr import detection_loss, forward_embeddings, load_detr
+from inverse_detr.inverse.spec import build_chain
 from inverse_detr.lit.joint import JointModule
 from inverse_detr.train import main, run
 
 
-def tiny_joint(tiny_detr_dir, lam: float) -> JointModule:
-    detr = load_detr(tiny_detr_dir, frozen=False)
-    spec = ChainSpec(
-        **detr_signature(detr),
-        stages=("backbone", "encoder", "decoder"),
-        backbone_hidden=(16,),
-        backbone_up=(16, 8, 8, 8),
-        encoder_layers=1,
-        encoder_heads=2,
-        encoder_ffn=64,
-        decoder_layers=1,
-        decoder_heads=2,
-        decoder_ffn=64,
-    )
-    return JointModule(detr, build_chain(spec), (0.5,) * 3, (0.25,) * 3, lam=lam)
+@pytest.fixture
+def tiny_joint(tiny_detr_dir, tiny_spec):
+    def build(lam: float) -> JointModule:
+        detr = load_detr(tiny_detr_dir, frozen=False)
+        spec = tiny_spec(detr, ("backbone", "encoder", "decoder"))
+        return JointModule(detr, build_chain(spec), (0.5,) * 3, (0.25,) * 3, lam=lam)
+
+    return build
 
 
 def tiny_batch() -> Batch:
@@ -68,8 +61,8 @@ def has_grad(grads: dict, prefix: str) -> bool:
 
 
 @pytest.mark.parametrize("lam", [0.25, 0.9])
-def test_loss_is_the_stated_mix(tiny_detr_dir, lam):
-    module = tiny_joint(tiny_detr_dir, lam).eval()  # eval: no dropout, so parts are repeatable
+def test_loss_is_the_stated_mix(tiny_joint, lam):
+    module = tiny_joint(lam).eval()  # eval: no dropout, so parts are repeatable
     assert not module.detr.config.auxiliary_loss  # HF's flag would change the forward pass
     batch = tiny_batch()
     emb = forward_embeddings(module.detr, batch.pixel_values, batch.pixel_mask)
@@ -81,15 +74,15 @@ def test_loss_is_the_stated_mix(tiny_detr_dir, lam):
     assert parts["rec"] > 0 and parts["det"] > 0
 
 
-def test_lambda_zero_trains_only_the_detector(tiny_detr_dir):
-    grads, _ = grads_after_step(tiny_joint(tiny_detr_dir, 0.0))
+def test_lambda_zero_trains_only_the_detector(tiny_joint):
+    grads, _ = grads_after_step(tiny_joint(0.0))
     assert has_grad(grads, "detr.class_labels_classifier")
     assert has_grad(grads, "detr.model.encoder")
     assert not has_grad(grads, "chain.")
 
 
-def test_lambda_one_trains_on_reconstruction_only(tiny_detr_dir):
-    grads, _ = grads_after_step(tiny_joint(tiny_detr_dir, 1.0))
+def test_lambda_one_trains_on_reconstruction_only(tiny_joint):
+    grads, _ = grads_after_step(tiny_joint(1.0))
     assert has_grad(grads, "chain.backbone") and has_grad(grads, "chain.decoder")
     assert has_grad(grads, "detr.model.decoder")  # the reconstruction reaches into DETR
     # the class and box heads only shape the detection loss, which λ = 1 leaves out
