@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,6 @@ from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from inverse_detr.embeddings import ForwardEmbeddings
 
-log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]  # where checkpoints/ ships (editable installs)
 
 

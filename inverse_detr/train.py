@@ -43,7 +43,6 @@ from inverse_detr.detr import (
 )
 from inverse_detr.errors import USER_ERRORS
 from inverse_detr.export import export_inverter, load_inverter
-from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES
 from inverse_detr.inverse.spec import build_chain
 from inverse_detr.lit.inversion import InversionModule
 from inverse_detr.lit.joint import JOINT_STAGES, JointModule
@@ -147,8 +146,7 @@ def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
     def finish(out: Path) -> None:
         export_inverter(module.chain, spec, transform, detr_name, out / "export")
 
-    stages = tuple(s for s in STAGES if set(REQUIRED_MODULES[s]) <= set(spec.stages))
-    return Job(module, "val/loss", "min", finish, stages)
+    return Job(module, "val/loss", "min", finish, tuple(module.image_stages))
 
 
 def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:

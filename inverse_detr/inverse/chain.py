@@ -61,10 +61,7 @@ class InverseChain(nn.Module):
         self._require(stage, REQUIRED_MODULES[stage] if stage in STAGES else ())
         tokens = self.reconstruct_embedding(emb, stage, layer, soft)  # (B, HW, d)
         image = self.backbone(tokens, emb.grid)  # (B, 3, H'·stride, W'·stride)
-        size = tuple(emb.image_size)
-        if tuple(image.shape[-2:]) != size:
-            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        return image
+        return fit_to_size(image, emb.image_size)
 
     def forward(
         self,
@@ -117,6 +114,14 @@ class InverseChain(nn.Module):
                 f"stage {stage!r} needs the inverse module(s) {', '.join(missing)}, "
                 "which this InverseChain does not hold"
             )
+
+
+def fit_to_size(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 3, h, w) → (B, 3, *size), bilinear, only when the image side is not a multiple of
+    the backbone stride (otherwise returned as is)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def _layer_index(

@@ -23,7 +23,7 @@ from transformers import DetrForObjectDetection
 from inverse_detr.data.datamodule import Batch
 from inverse_detr.detr import forward_embeddings
 from inverse_detr.embeddings import ForwardEmbeddings
-from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES
+from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES, fit_to_size
 from inverse_detr.inverse.spec import ChainSpec, build_chain
 
 DEFAULT_LR = {"backbone": 3e-3, "encoder": 1e-3, "decoder": 1e-4, "head": 3e-3}
@@ -62,10 +62,11 @@ class InversionModule(pl.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        self.lr = {**DEFAULT_LR, **dict(lr or {})}
         self.save_hyperparameters(
             {
                 "spec": spec.to_json(),
-                "lr": dict(lr or DEFAULT_LR),
+                "lr": self.lr,
                 "weight_decay": weight_decay,
                 "schedule": schedule,
             }
@@ -74,7 +75,6 @@ class InversionModule(pl.LightningModule):
         self.spec = spec
         self.chain = build_chain(spec)
         self.stages = tuple(spec.stages)
-        self.lr = {**DEFAULT_LR, **dict(lr or {})}
         self.weight_decay = weight_decay
         self.schedule = schedule
         self.compile_modules = compile
@@ -124,7 +124,7 @@ class InversionModule(pl.LightningModule):
         chain, losses = self.chain, {}
         if "backbone" in self.stages:
             pixels = chain.backbone(emb.backbone, emb.grid)  # (B, 3, H'·s, W'·s) in [0, 1]
-            pixels = _fit(pixels, batch.pixel_values.shape[-2:])
+            pixels = fit_to_size(pixels, batch.pixel_values.shape[-2:])
             normalised = (pixels - self.mean) / self.std
             losses["backbone"] = masked_mse(normalised, batch.pixel_values, batch.pixel_mask)
         if "encoder" in self.stages:
@@ -207,13 +207,6 @@ def zero_loss(module: nn.Module) -> torch.Tensor:
     """A 0 that touches every trainable parameter: what a step with no usable image returns,
     so that DDP's gradient reduction still meets every rank (returning None would hang it)."""
     return sum(p.sum() for p in module.parameters() if p.requires_grad) * 0.0
-
-
-def _fit(pixels: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    """Resize (B, 3, h, w) to `size` when the image side is not a multiple of the stride."""
-    if pixels.shape[-2:] == size:
-        return pixels
-    return nn.functional.interpolate(pixels, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class _MeanImageBaseline(nn.Module):
