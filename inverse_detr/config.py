@@ -4,7 +4,8 @@
 1. the schema defaults below,
 2. the group files chosen in `configs/train.yaml`'s `defaults`, then by the experiment's
    `defaults`, then by `group=name` arguments (`data=coco` reads `configs/data/coco.yaml`),
-3. the experiment file's own values (`configs/experiment/NAME.yaml`),
+3. `configs/train.yaml`'s own values, then the experiment file's
+   (`configs/experiment/NAME.yaml`),
 4. dotlist overrides (`data.batch_size=8`).
 `model=DIR_OR_HUB_ID` is short for `model.name=...` when no `configs/model/` file has that name.
 Unknown keys and wrong types are one-line `ConfigError`s naming the key.
@@ -23,6 +24,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 GROUPS = ("data", "model", "inverse", "trainer")
 # `lambda` is a Python keyword, so the schema spells it `lam` / `lambdas`
 ALIASES = {"joint.lambda": "joint.lam", "sweep.lambda": "sweep.lambdas"}
+# analyze's own keys, short on its command line
+ALIASES |= {"ckpt": "analysis.ckpt", "analyses": "analysis.analyses"}
 
 
 class ConfigError(ValueError):
@@ -144,6 +147,24 @@ class SweepConfig:
     lambdas: list[float] = field(default_factory=list)  # non-empty: one joint run per λ
 
 
+@dataclass
+class AnalysisConfig:
+    """`python -m inverse_detr.analyze` and the analysis callbacks of training runs."""
+
+    ckpt: str = "checkpoints/shapes-inverse"  # analyze: an export, or a run folder with export/
+    analyses: list[str] = field(default_factory=lambda: list(ANALYSES))
+    images: int = 64  # a seeded fixed subset of the val split (seed: the top-level seed)
+    batch_size: int = 16
+    filters: list[str] = field(default_factory=lambda: list(FILTERS))
+    categories: list[int] = field(default_factory=list)  # colour: ids to recolour ([]: all)
+    min_area: float = 0.3  # colour: objects whose mask covers ≥ this share of the image
+    out: str = ""  # analyze's output folder; empty: <out_dir>/analysis-<ckpt folder name>
+    every_n_epochs: int = 1  # training: run the analyses every N validation epochs (0: off)
+    callback_images: int = 16  # training: the subset the callbacks analyse
+
+
+ANALYSES = ("stages", "cross_layer", "color")
+FILTERS = ("none", "red", "green", "blue", "shift120", "shift240", "gray")  # data/recolor.py
 CHOICES = {
     "mode": ("inversion", "joint"),
     "data.kind": ("shapes", "coco"),
@@ -171,6 +192,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     joint: JointConfig = field(default_factory=JointConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
 
 def _schema_error(err: OmegaConfBaseException, source: str) -> ConfigError:
@@ -232,7 +254,8 @@ def _parse_overrides(overrides: list[str], config_dir: Path):
 def load_config(overrides: list[str] | None = None, config_dir: Path = CONFIG_DIR) -> DictConfig:
     """The validated config for `overrides` (a list of `key=value` strings)."""
     groups_cli, experiment, dotlist = _parse_overrides(list(overrides or []), config_dir)
-    groups, _ = _split_defaults(_read_yaml(config_dir / "train.yaml"), config_dir / "train.yaml")
+    base = config_dir / "train.yaml"
+    groups, base_values = _split_defaults(_read_yaml(base), base)
     exp_values, exp_source = OmegaConf.create(), "experiment"
     if experiment:
         exp_path = config_dir / "experiment" / f"{experiment}.yaml"
@@ -251,6 +274,7 @@ def load_config(overrides: list[str] | None = None, config_dir: Path = CONFIG_DI
             names = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
             raise ConfigError(f"unknown {group} '{name}'; available: {', '.join(names)}")
         cfg = _merge(cfg, {group: _read_yaml(path)}, str(path))
+    cfg = _merge(cfg, base_values, str(base))
     cfg = _merge(cfg, exp_values, exp_source)
     try:
         cli = OmegaConf.from_dotlist(dotlist)
@@ -271,11 +295,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"config key 'data.image_size' must be [H, W] ≥ 16, got {list(cfg.data.image_size)}"
         )
-    stages = ("backbone", "encoder", "decoder", "head")
-    bad = [s for s in cfg.inverse.stages if s not in stages]
-    if bad or not cfg.inverse.stages:
+    _check_list(cfg, "inverse.stages", ("backbone", "encoder", "decoder", "head"))
+    _check_list(cfg, "analysis.analyses", ANALYSES)
+    _check_list(cfg, "analysis.filters", FILTERS)
+    if not 0.0 <= cfg.analysis.min_area <= 1.0:
         raise ConfigError(
-            f"config key 'inverse.stages' has {bad or 'nothing'}; allowed: {', '.join(stages)}"
+            f"config key 'analysis.min_area' must lie in [0, 1], got {cfg.analysis.min_area}"
         )
     if cfg.sweep.lambdas and cfg.mode != "joint":
         raise ConfigError("config key 'sweep.lambdas' needs mode=joint (e.g. experiment=joint)")
@@ -284,6 +309,16 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"λ must lie in [0, 1] (joint.lam / sweep.lambdas), got {lam}")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"config key 'data.batch_size' must be ≥ 1, got {cfg.data.batch_size}")
+
+
+def _check_list(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
+    """A non-empty list of allowed names."""
+    values = list(OmegaConf.select(cfg, key))
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ConfigError(
+            f"config key '{key}' has {bad or 'nothing'}; allowed: {', '.join(allowed)}"
+        )
 
 
 def save_config(cfg: DictConfig, path: Path) -> Path:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import DetrForObjectDetection
 
 from inverse_detr.data.transforms import DetrTransform
-from inverse_detr.detr import detr_signature, forward_embeddings, load_detr
+from inverse_detr.detr import detr_signature, forward_embeddings, load_detr, local_dir
 from inverse_detr.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.chain import InverseChain
 from inverse_detr.inverse.spec import ChainSpec, build_chain
@@ -156,7 +156,7 @@ def load_inverter(
     detr: overrides the recorded DETR (a hub id, a directory, or a loaded model).
     Reads safetensors and JSON only: nothing is unpickled.
     """
-    export_dir = _export_dir(Path(path).expanduser())
+    export_dir = _export_dir(local_dir(path) or Path(path).expanduser())  # also from the repo root
     record = _read_record(export_dir)
     try:
         spec = ChainSpec.from_json(record["spec"])

@@ -9,6 +9,8 @@ sweep.lambda=[...] runs one joint run per λ (see `inverse_detr.sweep`). One run
   detr/                    joint mode: the fine-tuned DETR in save_pretrained form
   reconstructions.png      input | from backbone | encoder | decoder | head
   metrics.json             the final validation metrics of the exported weights
+  analysis/epoch-N/        the analyses' figures, metrics.json and report.html (every
+                           analysis.every_n_epochs validation epochs; see inverse_detr.callbacks)
   wandb/ or csv/           the logger's files
 """
 
@@ -31,7 +33,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from inverse_detr.analysis.plots import reconstruction_grid
+from inverse_detr.analysis.suite import Options
 from inverse_detr.build import build_datamodule, build_detr, build_transform, chain_spec
+from inverse_detr.callbacks import AnalysisCallback
 from inverse_detr.config import ConfigError, load_config, save_config
 from inverse_detr.data.datamodule import DetectionDataModule
 from inverse_detr.detr import (
@@ -199,7 +203,8 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
     job = (_joint_job if cfg.mode == "joint" else _inversion_job)(cfg, run_dir)
     datamodule = build_datamodule(cfg.data, cfg.model.name)
     check_labels(datamodule.dataset("train"), job.module.detr)
-    trainer = build_trainer(cfg, run_dir, list(callbacks or []), job.monitor, job.monitor_mode)
+    callbacks = [*(callbacks or []), *analysis_callbacks(cfg, run_dir)]
+    trainer = build_trainer(cfg, run_dir, callbacks, job.monitor, job.monitor_mode)
     trainer.fit(job.module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
     _load_best(job.module, trainer)
     # metrics.json describes the exported (best) weights, not the last epoch
@@ -211,6 +216,23 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
             _save_grid(job.module, job.grid_stages, datamodule, run_dir, trainer)
         _write_metrics(metrics, run_dir)
     return RunResult(run_dir, metrics)
+
+
+def analysis_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
+    """The analyses every `analysis.every_n_epochs` validation epochs (none when 0)."""
+    a = cfg.analysis
+    if a.every_n_epochs <= 0:
+        return []
+    options = Options({}, tuple(a.filters), list(a.categories) or None, a.min_area, a.batch_size)
+    callback = AnalysisCallback(
+        list(a.analyses),
+        run_dir / "analysis",
+        options,
+        a.every_n_epochs,
+        a.callback_images,
+        cfg.seed,
+    )
+    return [callback]
 
 
 def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:

@@ -73,6 +73,7 @@ def tiny_overrides(shapes_cache, tmp_path) -> list[str]:
         "inverse.backbone_up=[16,8,8,8]",
         "inverse.head_hidden=[32]",
         "trainer.fast_dev_run=true",
+        "analysis.every_n_epochs=0",  # the analysis callbacks have their own tests
     ]
 
 

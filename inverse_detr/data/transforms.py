@@ -106,6 +106,10 @@ class DetrTransform:
             out[:, : plan.content[0], : plan.content[1]] = resized.bool()
         return out
 
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] on the canvas → normalised, as DETR sees them."""
+        return (images - self.mean.to(images.device)) / self.std.to(images.device)
+
     def denormalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised → RGB in [0, 1]."""
         mean, std = self.mean.to(pixels.device), self.std.to(pixels.device)
