@@ -1,0 +1,100 @@
+"""`python -m inverse_detr.analyze` and the analysis callback of training runs, on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inverse_detr.analyze import main
+from inverse_detr.config import load_config
+from inverse_detr.export import export_inverter
+from inverse_detr.train import run
+
+FIGURES = {
+    "stage_mse.png",
+    "stage_reconstructions.png",
+    "cross_layer_mse.png",
+    "cross_layer_grid.png",
+    "color_pairwise.png",
+    "color_hue.png",
+    "color_saturation.png",
+    "color_ap.png",
+    "color_reconstructions.png",
+}
+
+
+@pytest.fixture
+def data_overrides(tiny_overrides) -> list[str]:
+    keep = ("data.", "out_dir")
+    return [o for o in tiny_overrides if o.startswith(keep)]
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory, tiny_inverter, tiny_detr_dir):
+    inv = tiny_inverter
+    out = tmp_path_factory.mktemp("tiny-run") / "export"
+    return export_inverter(inv.chain, inv.spec, inv.transform, str(tiny_detr_dir), out)
+
+
+def test_analyze_writes_figures_metrics_and_a_report(tiny_export, data_overrides, tmp_path, capsys):
+    out = tmp_path / "report"
+    args = [f"ckpt={tiny_export}", "analysis.images=4", f"analysis.out={out}", *data_overrides]
+    assert main(args) == 0
+    assert {p.name for p in out.glob("*.png")} >= FIGURES
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"stages", "cross_layer", "color"}
+    assert metrics["stages"]["images"] == 4
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(FIGURES)
+    assert "Colour perturbation" in page
+    assert "analysis/backbone/mse" in capsys.readouterr().out
+
+
+def test_analyze_runs_only_the_chosen_analyses(tiny_export, data_overrides, tmp_path):
+    out = tmp_path / "report"
+    args = [f"ckpt={tiny_export}", "analyses=[cross_layer]", f"analysis.out={out}"]
+    assert main([*args, "analysis.images=2", *data_overrides]) == 0
+    assert set(json.loads((out / "metrics.json").read_text())) == {"cross_layer"}
+    assert not (out / "stage_mse.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ckpt=/nonexistent/run"], "no inverter.json"),
+        (["analysis.min_area=1.0"], "no object of any category covers"),
+        (["analyses=[colour]"], "config key 'analysis.analyses' has ['colour']"),
+    ],
+)
+def test_bad_requests_are_one_line_errors(tiny_export, data_overrides, args, message, capsys):
+    argv = [f"ckpt={tiny_export}", "analysis.images=2", *data_overrides, *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err  # progress bars, then the error line
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last and "Traceback" not in err
+
+
+def test_training_runs_the_analysis_callback(tiny_overrides):
+    overrides = [
+        o for o in tiny_overrides if not o.startswith(("logger", "trainer.fast", "analysis"))
+    ]
+    cfg = load_config(
+        [
+            *overrides,
+            "logger=csv",
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=1",
+            "analysis.every_n_epochs=2",
+            "analysis.callback_images=3",
+        ]
+    )
+    run_dir = run(cfg).run_dir
+    # every second validation epoch only (the final validation of `run` is the third)
+    assert [p.name for p in (run_dir / "analysis").iterdir()] == ["epoch-001"]
+    epoch = run_dir / "analysis" / "epoch-001"
+    assert (epoch / "report.html").is_file() and {p.name for p in epoch.glob("*.png")} >= FIGURES
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for key in ("analysis/backbone/mse", "analysis/encoder_layer0/mse", "analysis/color_ap/red"):
+        assert key in header
