@@ -1,12 +1,11 @@
-"""Figures people would rather look at than read (pure functions returning matplotlib figures)."""
+"""Figures people would rather look at than read (pure functions returning matplotlib figures).
+
+Figures are built without pyplot: no GUI backend, no global figure registry to leak from, safe
+on headless servers and in threads; notebooks display the returned figure (`%matplotlib inline`).
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: analyses run headless on servers and in CI
-
-import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
@@ -18,7 +17,7 @@ def reconstruction_grid(columns: dict[str, torch.Tensor], cell: float = 1.6) -> 
     """
     titles = list(columns)
     rows = next(iter(columns.values())).shape[0]
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         rows, len(titles), figsize=(cell * len(titles), cell * rows), squeeze=False
     )
     for col, title in enumerate(titles):
@@ -36,7 +35,7 @@ def reconstruction_grid(columns: dict[str, torch.Tensor], cell: float = 1.6) -> 
 
 def tradeoff_plot(mse: list[float], ap: list[float], labels: list[str]) -> Figure:
     """Reconstruction MSE (x) against detection AP (y), one labelled point per setting."""
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    fig, ax = _subplots(figsize=(4.5, 3.5))
     ax.plot(mse, ap, "o-", color="tab:blue")
     for x, y, text in zip(mse, ap, labels, strict=True):
         ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
@@ -51,7 +50,7 @@ def stage_bars(
     values: dict[str, float], baseline: float, ylabel: str = "MSE, [0, 1] pixels"
 ) -> Figure:
     """One bar per stage, the mean-image baseline as a dashed line."""
-    fig, ax = plt.subplots(figsize=(1.1 * len(values) + 2, 3.4))
+    fig, ax = _subplots(figsize=(1.1 * len(values) + 2, 3.4))
     bars = ax.bar(list(values), list(values.values()), color="tab:blue")
     ax.bar_label(bars, fmt="%.4f", fontsize=8)
     ax.axhline(baseline, color="tab:red", linestyle="--", label=f"mean image {baseline:.4f}")
@@ -64,7 +63,7 @@ def stage_bars(
 
 def layer_curves(curves: dict[str, dict[int, float]], baseline: float | None = None) -> Figure:
     """MSE by layer, one line per stage (x: layer index as the forward pass numbers it)."""
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = _subplots(figsize=(5, 3.4))
     for name, by_layer in curves.items():
         layers = sorted(by_layer)
         ax.plot(layers, [by_layer[i] for i in layers], "o-", label=f"{name} layers")
@@ -83,7 +82,7 @@ def heatmaps(matrices: dict[str, list[list[float]]], labels: list[str], title: s
     values = [v for m in matrices.values() for row in m for v in row]
     top = max(values, default=1.0) or 1.0
     size = (3.6 * len(matrices) + 1, 3.8)
-    fig, axes = plt.subplots(1, len(matrices), figsize=size, squeeze=False, layout="constrained")
+    fig, axes = _subplots(1, len(matrices), figsize=size, squeeze=False, layout="constrained")
     for ax, (name, matrix) in zip(axes[0], matrices.items(), strict=True):
         image = ax.imshow(matrix, vmin=0.0, vmax=top, cmap="viridis")
         ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
@@ -107,7 +106,7 @@ def grouped_bars(
     horizontal reference (value, label)."""
     series = list(dict.fromkeys(s for g in groups.values() for s in g))
     width = 0.8 / max(1, len(series))
-    fig, ax = plt.subplots(figsize=(1.2 * len(groups) + 2.5, 3.4))
+    fig, ax = _subplots(figsize=(1.2 * len(groups) + 2.5, 3.4))
     for k, name in enumerate(series):
         xs = [i + k * width for i, g in enumerate(groups.values()) if g.get(name) is not None]
         ys = [g[name] for g in groups.values() if g.get(name) is not None]
@@ -120,3 +119,11 @@ def grouped_bars(
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _subplots(rows: int = 1, cols: int = 1, **kwargs):
+    """pyplot.subplots without pyplot: (figure, axes)."""
+    figsize = kwargs.pop("figsize", None)
+    layout = kwargs.pop("layout", None)
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(rows, cols, **kwargs)

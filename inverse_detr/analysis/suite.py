@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
-
 from inverse_detr.analysis import plots
 from inverse_detr.analysis.color import MIN_AREA, ColorResult, color_analysis
 from inverse_detr.analysis.cross_layer import CrossLayerResult, cross_layer_analysis
@@ -121,7 +119,6 @@ def _finite(value):
 
 def _save(figure, path: Path) -> Path:
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path
 
 
@@ -158,14 +155,20 @@ def _cross_layer_section(result: CrossLayerResult, out: Path, baseline: float | 
     )
 
 
-def _color_section(result: ColorResult, out: Path, names: dict[int, str]) -> Section:
-    hue = {
+def hue_summary(result: ColorResult) -> dict[str, dict[str, float | None]]:
+    """Per stage ("input" first): the hue distance to the recoloured input and to the
+    prototype, averaged over the filters that set a new hue (RECOLOURING)."""
+    return {
         s: {
             "to input": _mean_over(result.hue_to_input.get(s, {}), RECOLOURING),
             "to prototype": _mean_over(result.hue_to_prototype[s], RECOLOURING),
         }
         for s in ["input", *result.stages]
     }
+
+
+def _color_section(result: ColorResult, out: Path, names: dict[int, str]) -> Section:
+    hue = hue_summary(result)
     return Section(
         "Colour perturbation",
         f"{result.objects} objects in {result.images} images recoloured "
