@@ -160,7 +160,9 @@ class AnalysisConfig:
     min_area: float = 0.3  # colour: objects whose mask covers ≥ this share of the image
     out: str = ""  # analyze's output folder; empty: <out_dir>/analysis-<ckpt folder name>
     every_n_epochs: int = 1  # training: run the analyses every N validation epochs (0: off)
-    callback_images: int = 16  # training: the subset the callbacks analyse
+    # training: which analyses, on how many val images (colour costs 7 forward passes per image)
+    callback_analyses: list[str] = field(default_factory=lambda: ["stages", "cross_layer"])
+    callback_images: int = 8
 
 
 ANALYSES = ("stages", "cross_layer", "color")
@@ -297,6 +299,7 @@ def validate(cfg: DictConfig) -> None:
         )
     _check_list(cfg, "inverse.stages", ("backbone", "encoder", "decoder", "head"))
     _check_list(cfg, "analysis.analyses", ANALYSES)
+    _check_list(cfg, "analysis.callback_analyses", ANALYSES)
     _check_list(cfg, "analysis.filters", FILTERS)
     if not 0.0 <= cfg.analysis.min_area <= 1.0:
         raise ConfigError(

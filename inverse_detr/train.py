@@ -225,7 +225,7 @@ def analysis_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
         return []
     options = Options({}, tuple(a.filters), list(a.categories) or None, a.min_area, a.batch_size)
     callback = AnalysisCallback(
-        list(a.analyses),
+        list(a.callback_analyses),
         run_dir / "analysis",
         options,
         a.every_n_epochs,

@@ -40,19 +40,24 @@ def circular_distance(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
     return torch.minimum(d, 360.0 - d)
 
 
-def masked_hue(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_hue(
+    images: torch.Tensor, masks: torch.Tensor, owners: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean hue (degrees, NaN where every pixel is gray) and mean saturation inside each mask.
 
-    images: (N, 3, H, W) RGB in [0, 1];  masks: (N, H, W) bool → two (N,) tensors.
+    images: (B, 3, H, W) RGB in [0, 1];  masks: (M, H, W) bool;  owners: (M,) the image each
+    mask lies in (default: mask k in image k, M = B) → two (M,) tensors.
     """
-    hue, sat = hue_degrees(images)  # (N, H, W) each
+    hue, sat = hue_degrees(images)  # (B, H, W) each, converted once per image
+    if owners is not None:
+        hue, sat = hue[owners], sat[owners]  # (M, H, W)
     inside = masks.to(sat.dtype)
     weight = sat * inside
     angle = torch.deg2rad(hue)
     sin, cos = (weight * angle.sin()).sum((1, 2)), (weight * angle.cos()).sum((1, 2))
     mean = torch.remainder(torch.rad2deg(torch.atan2(sin, cos)), 360.0)
     mean = torch.where(weight.sum((1, 2)) > 1e-6, mean, torch.full_like(mean, math.nan))
-    return mean, (sat * inside).sum((1, 2)) / inside.sum((1, 2)).clamp_min(1.0)
+    return mean, weight.sum((1, 2)) / inside.sum((1, 2)).clamp_min(1.0)
 
 
 def pairwise_mse(recons: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
@@ -60,8 +65,12 @@ def pairwise_mse(recons: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor
     B images (divide by the image count for the mean), real pixels only."""
     weight = pixel_mask.unsqueeze(1).to(recons.dtype)  # (B, 1, H, W)
     pixels = (weight.sum((1, 2, 3)) * 3).clamp_min(1.0)  # (B,)
-    diff = recons.unsqueeze(0) - recons.unsqueeze(1)  # (F, F, B, 3, H, W)
-    return ((diff**2 * weight).sum((3, 4, 5)) / pixels).sum(-1)
+    out = torch.zeros(len(recons), len(recons), dtype=torch.float64, device=recons.device)
+    for i, j in torch.triu_indices(len(recons), len(recons), offset=1).T.tolist():
+        out[i, j] = out[j, i] = (
+            ((recons[i] - recons[j]) ** 2 * weight).sum((1, 2, 3)) / pixels
+        ).sum()
+    return out
 
 
 def selected_objects(target: Target, categories: list[int] | None, min_area: float) -> list[int]:
@@ -86,7 +95,8 @@ def prototype_hues(train: CocoDetection, max_images: int = 200, seed: int = 0) -
     subset = fixed_subset(train, max_images, seed)
     hues = defaultdict(list)
     for image, target in zip(subset.images, subset.targets, strict=True):
-        object_hues, _ = masked_hue(image.expand(len(target.labels), -1, -1, -1), target.masks)
+        owners = torch.zeros(len(target.labels), dtype=torch.long)  # every mask in this image
+        object_hues, _ = masked_hue(image[None], target.masks, owners)
         for cid, hue in zip(target.labels.tolist(), object_hues.tolist(), strict=True):
             if not math.isnan(hue):
                 hues[cid].append(math.radians(hue))
@@ -178,7 +188,7 @@ class _Sums:
 
     def add_objects(self, name, stage, images, owners, masks, labels, prototypes, inputs_hue):
         """Hue and saturation of `images` (B, 3, H, W) inside each object's mask."""
-        hue, sat = masked_hue(images[owners], masks)  # (M,) each
+        hue, sat = masked_hue(images, masks, owners)  # (M,) each
         protos = torch.tensor([prototypes.get(int(c), math.nan) for c in labels])
         self.values["prototype", stage, name] += circular_distance(hue.cpu(), protos).tolist()
         self.values["saturation", stage, name] += sat.tolist()

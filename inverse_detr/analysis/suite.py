@@ -180,7 +180,7 @@ def _color_section(result: ColorResult, out: Path, names: dict[int, str]) -> Sec
 
 
 def _color_figures(result: ColorResult, hue: dict, out: Path, names: dict[int, str]) -> list:
-    saturation = {s: {"saturation": _mean_over(result.saturation[s], FILTERS)} for s in hue}
+    saturation = {s: {"saturation": _mean_over(result.saturation[s], RECOLOURING)} for s in hue}
     ap = {
         f: {names.get(c, str(c)): v for c, v in scores.per_category.items()}
         for f, scores in result.ap.items()
@@ -198,7 +198,7 @@ def _color_figures(result: ColorResult, hue: dict, out: Path, names: dict[int, s
             (90.0, "chance (90°)"),
         ),
         "color_saturation.png": plots.grouped_bars(
-            saturation, "saturation", "mean saturation inside the objects (all filters)"
+            saturation, "saturation", "mean saturation inside the recoloured objects"
         ),
         "color_ap.png": plots.grouped_bars(ap, "AP", "detector AP per category under each filter"),
         "color_reconstructions.png": plots.reconstruction_grid(result.examples),

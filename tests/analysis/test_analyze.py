@@ -88,6 +88,7 @@ def test_training_runs_the_analysis_callback(tiny_overrides):
             "trainer.limit_val_batches=1",
             "analysis.every_n_epochs=2",
             "analysis.callback_images=3",
+            "analysis.callback_analyses=[stages,cross_layer,color]",
         ]
     )
     run_dir = run(cfg).run_dir
