@@ -186,8 +186,19 @@ class _Sums:
         self.values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
         self.ap = {f: ap_metric(per_category=True).to(device) for f in filters}
 
-    def add_objects(self, name, stage, images, owners, masks, labels, prototypes, inputs_hue):
-        """Hue and saturation of `images` (B, 3, H, W) inside each object's mask."""
+    def add_objects(
+        self,
+        name: str,
+        stage: str,
+        images: torch.Tensor,
+        owners: torch.Tensor,
+        masks: torch.Tensor,
+        labels: torch.Tensor,
+        prototypes: dict[int, float],
+        inputs_hue: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Record the hue and saturation of `images` (B, 3, H, W) inside each object's mask
+        (M, H, W) of image owners[m] and category labels[m]; returns the hues (M,)."""
         hue, sat = masked_hue(images, masks, owners)  # (M,) each
         protos = torch.tensor([prototypes.get(int(c), math.nan) for c in labels])
         self.values["prototype", stage, name] += circular_distance(hue.cpu(), protos).tolist()
@@ -234,25 +245,41 @@ def color_analysis(
     for batch, unions, masks, labels in picked.batches(batch_size, progress):
         owners = torch.cat([torch.full((len(m),), i) for i, m in enumerate(masks)])  # (M,)
         objects = (owners, torch.cat(masks), torch.cat(labels).cpu(), prototypes)
-        recons = {s: [] for s in stages}
-        for name in filters:
-            inputs = recolor(batch.images, torch.stack(unions), name)
-            emb = embed(inverter, inputs, batch.pixel_mask)
-            sizes = [t.size for t in batch.targets]
-            sums.ap[name].update(
-                detr_predictions(emb.logits, emb.boxes, sizes), detection_targets(batch.targets)
-            )
-            input_hue = sums.add_objects(name, "input", inputs, *objects, None)
-            examples.setdefault(f"{name}: input", inputs[:1].cpu())
-            for stage in stages:
-                chain_stage, soft = VARIANTS[stage]
-                recon = inverter.chain.reconstruct(emb, chain_stage, soft=soft)
-                sums.add_objects(name, stage, recon, *objects, input_hue)
-                recons[stage].append(recon)
-                examples.setdefault(f"{name}: {stage}", recon[:1].cpu())
+        recons = [
+            _filtered(inverter, batch, torch.stack(unions), name, objects, sums, examples)
+            for name in filters
+        ]  # per filter: stage → (B, 3, H, W)
         for stage in stages:
-            sums.pairwise[stage] += pairwise_mse(torch.stack(recons[stage]), batch.pixel_mask).cpu()
+            stacked = torch.stack([r[stage] for r in recons])  # (F, B, 3, H, W)
+            sums.pairwise[stage] += pairwise_mse(stacked, batch.pixel_mask).cpu()
     return _result(sums, picked, len(subset), examples)
+
+
+def _filtered(
+    inverter: Inverter,
+    batch: ImageSet,
+    unions: torch.Tensor,
+    name: str,
+    objects: tuple,
+    sums: _Sums,
+    examples: dict,
+) -> dict[str, torch.Tensor]:
+    """Recolour `batch` inside `unions` (B, H, W) with filter `name`, run DETR (AP) and every
+    stage's reconstruction (hue metrics); returns stage → (B, 3, H, W) reconstruction."""
+    inputs = recolor(batch.images, unions, name)
+    emb = embed(inverter, inputs, batch.pixel_mask)
+    sizes = [t.size for t in batch.targets]
+    predictions = detr_predictions(emb.logits, emb.boxes, sizes)
+    sums.ap[name].update(predictions, detection_targets(batch.targets))
+    input_hue = sums.add_objects(name, "input", inputs, *objects, None)
+    examples.setdefault(f"{name}: input", inputs[:1].cpu())
+    recons = {}
+    for stage in sums.stages:
+        chain_stage, soft = VARIANTS[stage]
+        recons[stage] = inverter.chain.reconstruct(emb, chain_stage, soft=soft)
+        sums.add_objects(name, stage, recons[stage], *objects, input_hue)
+        examples.setdefault(f"{name}: {stage}", recons[stage][:1].cpu())
+    return recons
 
 
 def _result(sums: _Sums, picked: _Picked, analysed: int, examples: dict) -> ColorResult:
