@@ -59,6 +59,11 @@ class AnalysisCallback(Callback):
         if self.validations % self.every_n_epochs or not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
+        if not hasattr(datamodule, "splits"):
+            if "all" not in self.skipped:
+                log.warning("analyses skipped: they need the run's DetectionDataModule")
+                self.skipped.add("all")
+            return
         inverter = Inverter(
             pl_module.detr, pl_module.chain, getattr(pl_module, "spec", None), datamodule.transform
         )

@@ -243,7 +243,8 @@ def color_analysis(
         )
     sums, examples = _Sums(filters, stages, inverter.device), {}
     for batch, unions, masks, labels in picked.batches(batch_size, progress):
-        owners = torch.cat([torch.full((len(m),), i) for i, m in enumerate(masks)])  # (M,)
+        device = batch.images.device
+        owners = torch.cat([torch.full((len(m),), i, device=device) for i, m in enumerate(masks)])
         objects = (owners, torch.cat(masks), torch.cat(labels).cpu(), prototypes)
         recons = [
             _filtered(inverter, batch, torch.stack(unions), name, objects, sums, examples)
