@@ -122,7 +122,7 @@ class ResumeCheckpoint(Callback):
         if trainer.global_step != self._saved_step and not trainer.fast_dev_run:
             self.save(trainer)
 
-    def on_exception(self, trainer: pl.Trainer, _: pl.LightningModule, error: BaseException):
+    def on_exception(self, trainer: pl.Trainer, _: Any, error: BaseException) -> None:
         # Lightning raises SIGTERMException between two steps, so the state is consistent
         if isinstance(error, SIGTERMException) and not trainer.fast_dev_run:
             self.save(trainer)

@@ -124,33 +124,33 @@ def endless(overrides: list[str]) -> list[str]:
     ]
 
 
-def test_sigkill_then_resume_continues_from_the_saved_step(overrides, tmp_path):
+def test_sigkill_then_resume_continues_from_the_saved_state(overrides, tmp_path):
     last = tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt"
     log = tmp_path / "train.log"
+    overrides = [*overrides, "inverse.schedule=cosine"]
     proc = start_training(endless(overrides), log)
     wait_for_checkpoint(last, proc, log, step=3)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    saved = read_checkpoint(last)["global_step"]  # whole, though the kill came at any moment
+    killed = read_checkpoint(last)  # whole, though the kill came at any moment
+    saved = killed["global_step"]
     assert saved >= 3 and not last.is_symlink()
 
     recorder = Recorder()
     cfg = load_config([*overrides, f"trainer.max_steps={saved + 3}", "resume=last"])
     result = train.run(cfg, callbacks=[recorder])
     assert recorder.steps == [saved, saved + 1, saved + 2]
+    # training went on with the RNG state saved in the checkpoint
+    assert torch.equal(
+        recorder.rng_at_start, killed["callbacks"]["ResumeCheckpoint"]["rng"]["torch"]
+    )
     final = read_checkpoint(last)
-    assert final["global_step"] == saved + 3 and final["optimizer_states"]
+    # optimiser and scheduler went on from their saved state, not from scratch
+    assert final["global_step"] == saved + 3
+    assert final["optimizer_states"][0]["state"][0]["step"] == saved + 3
+    assert final["lr_schedulers"][0]["last_epoch"] == saved + 3
     assert not list(last.parent.glob(".*.partial"))
     assert load_inverter(result.run_dir).reconstruct(torch.rand(1, 3, 64, 64)).isfinite().all()
-
-
-def test_resume_restores_the_rng_state_of_the_checkpoint(overrides, tmp_path):
-    first = train.run(load_config([*overrides, "trainer.max_steps=2"]))
-    last = first.run_dir / "checkpoints" / "last.ckpt"
-    saved = read_checkpoint(last)["callbacks"]["ResumeCheckpoint"]["rng"]["torch"]
-    recorder = Recorder()
-    train.run(load_config([*overrides, "trainer.max_steps=3", "resume=last"]), [recorder])
-    assert torch.equal(recorder.rng_at_start, saved)
 
 
 def test_sigterm_saves_last_ckpt_and_exits_cleanly(overrides, tmp_path):
@@ -444,15 +444,18 @@ def test_wandb_key_is_written_nowhere(overrides, tmp_path, monkeypatch, capfd):
 
 # -- determinism -------------------------------------------------------------------------------
 def test_same_seed_same_data_order_initial_weights_and_first_losses(overrides):
-    def trial(seed: int, name: str) -> Recorder:
+    def trial(seed: int, name: str, steps: int = 5) -> Recorder:
         recorder = Recorder()
-        cfg = load_config([*overrides, f"seed={seed}", f"run_name={name}", "trainer.max_steps=5"])
+        cfg = load_config(
+            [*overrides, f"seed={seed}", f"run_name={name}", f"trainer.max_steps={steps}"]
+        )
         train.run(cfg, callbacks=[recorder])
         return recorder
 
-    first, again, other = trial(3, "first"), trial(3, "again"), trial(4, "other")
+    first, again = trial(3, "first"), trial(3, "again")
     assert len(first.losses) == 5 and first.losses == again.losses
-    assert first.image_ids == again.image_ids
+    assert first.image_ids == again.image_ids  # all five batches, across epochs
     assert all(torch.equal(w, again.initial[k]) for k, w in first.initial.items())
-    assert first.losses != other.losses
+    other = trial(4, "other", steps=1)  # the seed does matter: the test compares something
+    assert other.losses[0] != first.losses[0]
     assert not all(torch.equal(w, other.initial[k]) for k, w in first.initial.items())
