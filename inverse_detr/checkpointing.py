@@ -126,7 +126,8 @@ class ResumeCheckpoint(Callback):
         # Lightning raises SIGTERMException between two steps, so the state is consistent
         if isinstance(error, SIGTERMException) and not trainer.fast_dev_run:
             self.save(trainer)
-            log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
+            if trainer.is_global_zero:
+                log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": rng_states()}

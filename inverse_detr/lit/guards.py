@@ -28,7 +28,7 @@ class NonFiniteLossError(RuntimeError):
 def nonfinite_parts(losses: Mapping[str, torch.Tensor]) -> str:
     """'encoder (nan), head (inf)': the parts that are not finite (reads them: failure path)."""
     bad = [f"{name} ({value.item():g})" for name, value in losses.items() if not value.isfinite()]
-    return ", ".join(bad) or "on another rank"
+    return ", ".join(bad) or "another rank's loss"
 
 
 class NonFiniteGuard:
