@@ -11,6 +11,8 @@ sweep.lambda=[...] runs one joint run per λ (see `inverse_detr.sweep`). One run
   reconstructions.png      input | from backbone | encoder | decoder | head
   metrics.json             the final validation metrics of the exported weights
   wandb/ or csv/           the logger's files
+Exit codes: 0 done; 2 unusable input or config (one `error:` line on stderr); 143 stopped by
+SIGTERM after saving last.ckpt (one `stopped:` line saying how to resume).
 """
 
 from __future__ import annotations
