@@ -100,15 +100,15 @@ def start_training(args: list[str], log: Path) -> subprocess.Popen:
         )
 
 
-def wait_for_checkpoint(path: Path, proc: subprocess.Popen, log: Path, step: int) -> int:
-    """The global step of `path` once it reaches `step` (files are replaced atomically, so
-    every read sees a whole checkpoint)."""
+def wait_for_checkpoint(path: Path, proc: subprocess.Popen, log: Path, step: int) -> None:
+    """Until `path` holds step `step` or later (files are replaced atomically, so every read
+    sees a whole checkpoint)."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"training exited early ({proc.returncode}):\n{log.read_text()[-3000:]}")
         if path.is_file() and read_checkpoint(path)["global_step"] >= step:
-            return read_checkpoint(path)["global_step"]
+            return
         time.sleep(0.2)
     proc.kill()
     pytest.fail(f"no checkpoint at step {step} within 180 s:\n{log.read_text()[-3000:]}")
