@@ -126,6 +126,8 @@ class TrainerConfig:
     log_every_n_steps: int = 20
     gradient_clip_val: float = 0.0
     fast_dev_run: bool = False
+    checkpoint_every_n_steps: int = 500  # also write last.ckpt every N optimiser steps; 0: off
+    on_nonfinite: str = "stop"  # a NaN/inf stage loss: stop (one-line error) | skip (count it)
 
 
 @dataclass
@@ -174,6 +176,7 @@ CHOICES = {
     "data.on_bad_image": ("skip", "error"),
     "inverse.backbone_kind": ("conv", "linear"),
     "inverse.schedule": ("none", "cosine"),
+    "trainer.on_nonfinite": ("stop", "skip"),
     "trainer.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
     "logger": ("wandb", "csv", "none"),
 }
@@ -312,6 +315,11 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"λ must lie in [0, 1] (joint.lam / sweep.lambdas), got {lam}")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"config key 'data.batch_size' must be ≥ 1, got {cfg.data.batch_size}")
+    if cfg.trainer.checkpoint_every_n_steps < 0:
+        raise ConfigError(
+            "config key 'trainer.checkpoint_every_n_steps' must be ≥ 0 (0: off), got "
+            f"{cfg.trainer.checkpoint_every_n_steps}"
+        )
 
 
 def _check_list(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:

@@ -4,7 +4,8 @@ mode=inversion (default) trains the inverse modules against a frozen DETR; mode=
 (experiment=joint, experiment=shapes_detector) fine-tunes DETR and the inverse chain together;
 sweep.lambda=[...] runs one joint run per λ (see `inverse_detr.sweep`). One run folder:
   config.yaml              the resolved config
-  checkpoints/             last.ckpt and the best (val/loss; joint: val/ap50)
+  checkpoints/             last.ckpt (epoch ends, every trainer.checkpoint_every_n_steps
+                           steps, SIGTERM) and the best (val/loss; joint: val/ap50)
   export/                  inverse modules as safetensors + JSON (see `load_inverter`)
   detr/                    joint mode: the fine-tuned DETR in save_pretrained form
   reconstructions.png      input | from backbone | encoder | decoder | head
@@ -12,6 +13,8 @@ sweep.lambda=[...] runs one joint run per λ (see `inverse_detr.sweep`). One run
   analysis/epoch-N/        the analyses' figures, metrics.json and report.html (every
                            analysis.every_n_epochs validation epochs; see inverse_detr.callbacks)
   wandb/ or csv/           the logger's files
+Exit codes: 0 done; 2 unusable input or config (one `error:` line on stderr); 143 stopped by
+SIGTERM after saving last.ckpt (one `stopped:` line saying how to resume).
 """
 
 from __future__ import annotations
@@ -30,12 +33,19 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from inverse_detr.analysis.plots import reconstruction_grid
 from inverse_detr.analysis.suite import Options
 from inverse_detr.build import build_datamodule, build_detr, build_transform, chain_spec
 from inverse_detr.callbacks import AnalysisCallback
+from inverse_detr.checkpointing import (
+    AtomicCheckpointIO,
+    Preempted,
+    ResumeCheckpoint,
+    check_resumable,
+)
 from inverse_detr.config import ConfigError, load_config, save_config
 from inverse_detr.data.datamodule import DetectionDataModule
 from inverse_detr.detr import (
@@ -54,6 +64,7 @@ from inverse_detr.loggers import build_logger
 from inverse_detr.sweep import run_lambda_sweep
 
 log = logging.getLogger("inverse_detr.train")
+PREEMPTED_EXIT = 143  # the shell's code for SIGTERM: the run did not finish, it can go on
 RUN_NAME_ENV = "INVERSE_DETR_RUN_NAME"  # shared by DDP ranks, which Lightning re-launches
 # the frozen DETR is in eval mode on purpose; Lightning warns about it on every run
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -85,7 +96,9 @@ def build_trainer(
         mode=monitor_mode,
         save_last=True,
         auto_insert_metric_name=False,
+        enable_version_counter=False,  # last.ckpt is also written by ResumeCheckpoint
     )
+    resume = ResumeCheckpoint(run_dir / "checkpoints" / "last.ckpt", t.checkpoint_every_n_steps)
     extra = [LearningRateMonitor("step")] if logger else []
     devices = int(t.devices) if t.devices.isdigit() else t.devices
     return pl.Trainer(
@@ -104,7 +117,8 @@ def build_trainer(
         gradient_clip_val=t.gradient_clip_val or None,
         fast_dev_run=t.fast_dev_run,
         logger=logger or False,
-        callbacks=[checkpoints, *extra, *callbacks],
+        callbacks=[checkpoints, resume, *extra, *callbacks],
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=run_dir,
         deterministic=False,
     )
@@ -144,6 +158,7 @@ def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
         weight_decay=cfg.inverse.weight_decay,
         schedule=cfg.inverse.schedule,
         compile=cfg.trainer.compile,
+        on_nonfinite=cfg.trainer.on_nonfinite,
     )
     transform = build_transform(cfg.data, cfg.model.name)
 
@@ -177,6 +192,7 @@ def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
         lr_transformer=j.lr_transformer,
         lr_inverse=j.lr_inverse,
         weight_decay=j.weight_decay,
+        on_nonfinite=cfg.trainer.on_nonfinite,
     )
     transform = build_transform(cfg.data, cfg.model.name)
 
@@ -203,9 +219,18 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
     job = (_joint_job if cfg.mode == "joint" else _inversion_job)(cfg, run_dir)
     datamodule = build_datamodule(cfg.data, cfg.model.name)
     check_labels(datamodule.dataset("train"), job.module.detr)
+    resume = _resume_path(cfg, run_dir)
+    if resume:
+        check_resumable(Path(resume), job.module)
     callbacks = [*(callbacks or []), *analysis_callbacks(cfg, run_dir)]
     trainer = build_trainer(cfg, run_dir, callbacks, job.monitor, job.monitor_mode)
-    trainer.fit(job.module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
+    try:
+        trainer.fit(job.module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except SIGTERMException:
+        raise Preempted(
+            f"SIGTERM at step {trainer.global_step}; saved {run_dir / 'checkpoints' / 'last.ckpt'}"
+            f"; continue with the same arguments and run_name={run_dir.name} resume=last"
+        ) from None
     _load_best(job.module, trainer)
     # metrics.json describes the exported (best) weights, not the last epoch
     trainer.validate(job.module, datamodule=datamodule, verbose=False)
@@ -309,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Preempted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        return PREEMPTED_EXIT
     return 0
 
 

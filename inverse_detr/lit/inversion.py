@@ -25,6 +25,7 @@ from inverse_detr.detr import forward_embeddings
 from inverse_detr.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES, fit_to_size
 from inverse_detr.inverse.spec import ChainSpec, build_chain
+from inverse_detr.lit.guards import NonFiniteGuard
 
 DEFAULT_LR = {"backbone": 3e-3, "encoder": 1e-3, "decoder": 1e-4, "head": 3e-3}
 
@@ -60,6 +61,7 @@ class InversionModule(pl.LightningModule):
         weight_decay: float = 0.0,
         schedule: str = "none",
         compile: bool = False,
+        on_nonfinite: str = "stop",
     ) -> None:
         super().__init__()
         self.lr = {**DEFAULT_LR, **dict(lr or {})}
@@ -79,6 +81,7 @@ class InversionModule(pl.LightningModule):
         self.schedule = schedule
         self.compile_modules = compile
         self._compiled = False
+        self.nonfinite = NonFiniteGuard(on_nonfinite)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.strict_loading = False  # checkpoints omit the frozen DETR
@@ -145,6 +148,8 @@ class InversionModule(pl.LightningModule):
         if len(batch) == 0:
             return zero_loss(self.chain)
         losses = self.stage_losses(self.embed(batch), batch)
+        if not self.nonfinite.passes(self, losses):
+            return zero_loss(self.chain)
         for stage, loss in losses.items():
             self.log(f"train/{stage}/mse", loss, prog_bar=True, batch_size=len(batch))
         total = torch.stack(list(losses.values())).sum()
@@ -184,6 +189,9 @@ class InversionModule(pl.LightningModule):
         self.val_baseline.reset()
 
     # -- optimisation ----------------------------------------------------------------------
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.nonfinite.drop_gradients(optimizer)
+
     def configure_optimizers(self):
         groups = [
             {"params": list(getattr(self.chain, s).parameters()), "lr": self.lr[s], "name": s}

@@ -19,6 +19,7 @@ from inverse_detr.data.datamodule import Batch
 from inverse_detr.detr import detection_loss, forward_embeddings
 from inverse_detr.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.chain import InverseChain
+from inverse_detr.lit.guards import NonFiniteGuard
 from inverse_detr.lit.inversion import masked_mse, zero_loss
 
 JOINT_STAGES = ("backbone", "encoder", "decoder")
@@ -42,6 +43,7 @@ class JointModule(pl.LightningModule):
         lr_transformer: float = 1e-5,
         lr_inverse: float = 1e-4,
         weight_decay: float = 1e-4,
+        on_nonfinite: str = "stop",
     ) -> None:
         super().__init__()
         if not 0.0 <= lam <= 1.0:
@@ -61,6 +63,7 @@ class JointModule(pl.LightningModule):
         self.detr = detr.train()
         self.chain = chain
         self.lam = lam
+        self.nonfinite = NonFiniteGuard(on_nonfinite)
         # a parameter no loss reaches would stall DDP's gradient reduction: freeze it
         if lam == 0.0:
             chain.requires_grad_(False)
@@ -96,6 +99,8 @@ class JointModule(pl.LightningModule):
             return zero_loss(self)
         emb = forward_embeddings(self.detr, batch.pixel_values, batch.pixel_mask)
         parts = self.losses(batch, emb)
+        if not self.nonfinite.passes(self, {k: v for k, v in parts.items() if k != "loss"}):
+            return zero_loss(self)
         for name, value in parts.items():
             self.log(f"train/{name}", value, prog_bar=True, batch_size=len(batch))
         return parts["loss"]
@@ -121,6 +126,9 @@ class JointModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self.train()  # a chain loaded for analysis comes in eval mode; BatchNorm must train
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.nonfinite.drop_gradients(optimizer)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW over what trains: parameters frozen by HF (stem, layer1) or by λ stay out."""
