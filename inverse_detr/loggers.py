@@ -31,3 +31,10 @@ def build_logger(kind: str, run_dir: Path, project: str, name: str) -> Logger | 
         run_dir.mkdir(parents=True, exist_ok=True)
         return WandbLogger(project=project, name=name, save_dir=str(run_dir), offline=offline)
     raise ValueError(f"unknown logger {kind!r}; allowed: wandb, csv, none")
+
+
+def finish_logger(logger: Logger | None) -> None:
+    """End the logger's run. Lightning leaves a W&B run open, and the next run in the same
+    process (each λ of a sweep, a notebook's second run) would log into it."""
+    if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        logger.experiment.finish()

@@ -60,7 +60,7 @@ from inverse_detr.export import export_inverter, load_inverter
 from inverse_detr.inverse.spec import build_chain
 from inverse_detr.lit.inversion import InversionModule
 from inverse_detr.lit.joint import JOINT_STAGES, JointModule
-from inverse_detr.loggers import build_logger
+from inverse_detr.loggers import build_logger, finish_logger
 from inverse_detr.sweep import run_lambda_sweep
 
 log = logging.getLogger("inverse_detr.train")
@@ -240,6 +240,7 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
         if job.grid_stages:
             _save_grid(job.module, job.grid_stages, datamodule, run_dir, trainer)
         _write_metrics(metrics, run_dir)
+    finish_logger(trainer.logger)
     return RunResult(run_dir, metrics)
 
 

@@ -63,16 +63,17 @@ def test_csv_logger_records_per_stage_losses(tiny_overrides, tmp_path):
         assert key in header
 
 
-def test_wandb_logger_runs_offline(tiny_overrides, tmp_path, monkeypatch):
+def test_wandb_logger_runs_offline_one_run_each(tiny_overrides, tmp_path, monkeypatch):
+    """Two runs in one process (a sweep, a notebook) are two W&B runs, not one."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     overrides = [o for o in tiny_overrides if not o.startswith(("logger", "trainer.fast"))]
-    run_dir = run(
-        load_config(
-            [*overrides, "logger=wandb", "trainer.max_steps=1", "trainer.limit_val_batches=1"]
-        )
-    ).run_dir
-    assert list((run_dir / "wandb").glob("offline-run-*"))
+    overrides += ["logger=wandb", "trainer.max_steps=1", "trainer.limit_val_batches=1"]
+    found = []
+    for name in ("first", "second"):
+        run_dir = run(load_config([*overrides, f"run_name={name}"])).run_dir
+        found += list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(found) == 2
 
 
 def test_coco_experiment_on_real_images_with_a_local_detr(coco128, tiny_detr_dir, tmp_path):
