@@ -1,0 +1,459 @@
+"""`python -m inverse_detr.bench [config=tiny|coco_r50] [variants=[fp32,bf16+channels_last,...]]
+[warmup=N] [repeats=N] [device=auto|cpu|cuda] [threads=N] [gpu_peak_tflops=X] [out=FILE.json]
+[training-config key=value ...]`
+
+Measures, side by side in one run, on one real batch:
+  (a) the frozen DETR forward alone
+  (b) each inverse stage's forward + backward alone, on that forward's embeddings
+  (c) our training step: one frozen forward feeds every stage, as `InversionModule` trains
+  (d) the reference recipe: each stage trained with its own frozen forward, one after another
+  (e) the data pipeline (decode + resize + normalise) with the config's default workers
+(c) and (d) run through Lightning's `fit` (optimiser step and logging included), so what is
+timed is what trains. Times are medians of repeats after warm-up; the ratios compare rows of
+the same run, so they hold on noisy machines. Variants join flags with `+`: `fp32` (eager,
+contiguous memory), `bf16` (bf16 autocast, Lightning's bf16-mixed), `channels_last` (the CNN
+backbone and the inverse ConvT stack), `compile` (torch.compile of the inverse modules).
+Other `key=value` arguments are training-config overrides (see `inverse_detr.config`).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+from inverse_detr.bench_report import (
+    Row,
+    Variant,
+    achieved,
+    goals_met,
+    print_tables,
+    variant_ratios,
+)
+from inverse_detr.build import build_datamodule, build_detr, chain_spec
+from inverse_detr.config import ConfigError, load_config
+from inverse_detr.data.datamodule import Batch, DetectionDataModule, collate
+from inverse_detr.detr import image_normalization
+from inverse_detr.errors import USER_ERRORS
+from inverse_detr.lit.inversion import InversionModule
+from inverse_detr.timing import (
+    PeakMemory,
+    StepTimer,
+    machine,
+    median,
+    memory_kind,
+    time_calls,
+)
+
+COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+warnings.filterwarnings("ignore", message=r".*does not have many workers")
+warnings.filterwarnings("ignore", message=r".*`validation_step` but have no `val_dataloader`")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """A named benchmark: training-config overrides and how many calls to time."""
+
+    overrides: tuple[str, ...]
+    warmup: int
+    repeats: int
+
+
+TINY = BenchConfig(
+    (
+        "model.name=random",
+        "model.random.d_model=32",
+        "model.random.encoder_layers=1",
+        "model.random.decoder_layers=1",
+        "model.random.attention_heads=2",
+        "model.random.ffn_dim=64",
+        "model.random.num_queries=5",
+        "data.shapes.train=32",
+        "data.shapes.val=8",
+        "data.shapes.size=64",
+        "data.image_size=[64,64]",
+        "data.batch_size=4",
+        "inverse.backbone_hidden=[16]",
+        "inverse.backbone_up=[16,8,8,8]",
+        "inverse.head_hidden=[32]",
+    ),
+    warmup=1,
+    repeats=3,
+)
+# DETR-R50's dimensions with random weights (no hub here), the reference inverse modules,
+# 480×640 as the reference code; real COCO images when the coco128 sample is at hand
+R50 = (
+    "experiment=coco",
+    "model.name=random",
+    "model.random.backbone=resnet50",
+    "model.random.dilation=false",
+    "model.random.d_model=256",
+    "model.random.encoder_layers=6",
+    "model.random.decoder_layers=6",
+    "model.random.attention_heads=8",
+    "model.random.ffn_dim=2048",
+    "model.random.num_queries=100",
+    "model.random.num_labels=91",
+    "data.batch_size=2",
+)
+COCO128_DATA = (
+    f"data.root={COCO128}",
+    "data.val_images=train2017",
+    "data.val_annotations=annotations/instances_train2017.json",
+)
+SHAPES_480 = ("data=shapes", "data.image_size=[480,640]")
+
+
+def bench_config(name: str) -> BenchConfig:
+    if name == "tiny":
+        return TINY
+    if name == "coco_r50":
+        data = COCO128_DATA if (COCO128 / "train2017").is_dir() else SHAPES_480
+        return BenchConfig((*R50, *data), warmup=1, repeats=3)
+    raise ConfigError(f"unknown bench config '{name}'; available: tiny, coco_r50")
+
+
+DEFAULT_VARIANTS = ("fp32", "channels_last", "bf16", "bf16+channels_last", "compile+channels_last")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The benchmark's own arguments (the rest are training-config overrides)."""
+
+    config: str = "tiny"
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    explicit_variants: bool = False
+    warmup: int | None = None  # None: the config's
+    repeats: int | None = None
+    device: str = "auto"
+    out: str = ""  # empty: runs/bench/<config>-<device>.json
+    gpu_peak_tflops: float = 0.0  # 0: looked up from the GPU's name
+    threads: int = 0  # torch CPU threads; 0: torch's default
+
+
+def parse_args(argv: list[str]) -> tuple[Settings, list[str]]:
+    """Split `key=value` arguments into the benchmark's settings and config overrides."""
+    values: dict[str, object] = {}
+    overrides = []
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"argument {item!r} is not of the form key=value")
+        if key == "variants":
+            names = tuple(v.strip() for v in value.strip("[]").split(",") if v.strip())
+            for name in names:
+                Variant.parse(name)  # a bad name fails before anything runs
+            values.update(variants=names, explicit_variants=True)
+        elif key in ("warmup", "repeats", "threads"):
+            values[key] = _count(key, value)
+        elif key == "gpu_peak_tflops":
+            values[key] = _number(key, value)
+        elif key in ("config", "device", "out"):
+            values[key] = value
+        else:
+            overrides.append(item)
+    settings = Settings(**values)
+    if settings.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device={settings.device}: allowed: auto, cpu, cuda")
+    return settings, overrides
+
+
+def _number(key: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{key}={value}: must be a number") from None
+
+
+def _count(key: str, value: str) -> int:
+    if not value.isdigit() or (key == "repeats" and int(value) < 1):
+        raise ConfigError(f"{key}={value}: must be a whole number ({key} ≥ 1)")
+    return int(value)
+
+
+def autocast(device: torch.device, variant: Variant):
+    """What Lightning's bf16-mixed wraps the forward in; a no-op for fp32 variants."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant.bf16)
+
+
+def set_memory_format(module: InversionModule, channels_last: bool) -> None:
+    """Both CNNs (the frozen DETR's backbone, the inverse ConvT stack) in one memory format;
+    convolutions follow their weights' format, so the activations follow."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    module.detr.model.backbone.to(memory_format=fmt)
+    if module.chain.backbone is not None:
+        module.chain.backbone.to(memory_format=fmt)
+
+
+def build_module(cfg: DictConfig, detr, stages: tuple[str, ...], variant: Variant):
+    """An `InversionModule` as `python -m inverse_detr.train` builds it, for `stages`."""
+    torch.manual_seed(cfg.seed)
+    spec = replace(chain_spec(cfg.inverse, detr), stages=stages)
+    mean, std = image_normalization(cfg.model.name)
+    module = InversionModule(
+        detr,
+        spec,
+        mean,
+        std,
+        lr=dict(cfg.inverse.lr),
+        weight_decay=cfg.inverse.weight_decay,
+        compile=variant.compile,
+    )
+    set_memory_format(module, variant.channels_last)
+    return module
+
+
+def first_batch(dm: DetectionDataModule, size: int) -> Batch:
+    """The first `size` readable training images, collated as the DataLoader does."""
+    dataset = dm.dataset("train")
+    samples = [s for s in (dataset[i] for i in range(min(len(dataset), 4 * size))) if s]
+    return collate(samples[:size])
+
+
+def measure_data(dm: DetectionDataModule, warmup: int, repeats: int) -> Row:
+    """(e) Images/s of whole passes over the training split through the training DataLoader
+    (its workers, pinned memory where there is a GPU); the first `warmup` passes start the
+    workers and fill the page cache."""
+    loader = dm.train_dataloader()
+    per_image, sizes = [], []
+    with PeakMemory(torch.device("cpu")) as memory:
+        for _ in range(warmup + repeats):
+            start, images, batches = time.perf_counter(), 0, 0
+            for batch in loader:
+                images, batches = images + len(batch), batches + 1
+            per_image.append((time.perf_counter() - start) / max(images, 1))
+            sizes.append(images / max(batches, 1))
+    del loader  # stops the persistent workers before the model rows
+    size = median(sizes[warmup:])
+    times = [t * size for t in per_image[warmup:]]  # seconds per batch of `size` images
+    what = f"data pipeline, {dm.num_workers} workers"
+    return Row("e", what, "-", median(times), size, memory.mb, times)
+
+
+def measure_forward(module, batch: Batch, variant: Variant, settings, device) -> Row:
+    """(a) The frozen forward pass alone (no_grad, as every training step runs it)."""
+
+    def forward() -> None:
+        with autocast(device, variant):
+            module.embed(batch)
+
+    with PeakMemory(device) as memory:
+        times = time_calls(forward, settings.warmup, settings.repeats, device)
+    return Row("a", "frozen forward", variant.name, median(times), len(batch), memory.mb, times)
+
+
+def measure_stages(module, batch: Batch, variant: Variant, settings, device):
+    """(b) Yields, per stage, its loss's forward + backward alone on one forward's embeddings."""
+    module.configure_model()  # compile now, as fit would
+    module.train()
+    with autocast(device, variant):
+        emb = module.embed(batch)
+    for stage in module.stages:
+
+        def step(stage: str = stage) -> None:
+            module.zero_grad(set_to_none=True)
+            with autocast(device, variant):
+                loss = module.stage_loss(stage, emb, batch)
+            loss.backward()
+
+        with PeakMemory(device) as memory:
+            times = time_calls(step, settings.warmup, settings.repeats, device)
+        what = f"{stage} forward + backward"
+        yield Row(f"b/{stage}", what, variant.name, median(times), len(batch), memory.mb, times)
+    module.zero_grad(set_to_none=True)
+
+
+def fit_steps(module, batch: Batch, variant: Variant, settings, device, log_every: int):
+    """Step times (after warm-up) and peak memory of Lightning training `module` on `batch`."""
+    timer = StepTimer(device)
+    steps = settings.warmup + settings.repeats
+    trainer = pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision="bf16-mixed" if variant.bf16 else "32-true",
+        max_steps=steps,
+        max_epochs=1,
+        log_every_n_steps=log_every,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
+    # the same batch each step: batch_size=None hands it over as is
+    loader = DataLoader([batch] * steps, batch_size=None, collate_fn=_as_is)
+    with PeakMemory(device) as memory:
+        trainer.fit(module, train_dataloaders=loader)
+    return timer.times[settings.warmup :], memory.mb
+
+
+def _as_is(batch: Batch) -> Batch:
+    return batch
+
+
+def measure_step(module, batch, variant, settings, device, log_every: int) -> Row:
+    """(c) Our training step: one frozen forward, every stage's loss, one optimiser step."""
+    times, mb = fit_steps(module, batch, variant, settings, device, log_every)
+    what = "all-stage step, one forward"
+    return Row("c", what, variant.name, median(times), len(batch), mb, times)
+
+
+def measure_reference(cfg, detr, batch, variant, settings, device) -> Row:
+    """(d) The reference recipe: one training run per stage, each with its own forward."""
+    parts, peaks, runs = {}, [], []
+    for stage in cfg.inverse.stages:
+        module = build_module(cfg, detr, (stage,), variant)
+        times, mb = fit_steps(
+            module, batch, variant, settings, device, cfg.trainer.log_every_n_steps
+        )
+        parts[stage], runs = median(times), [*runs, times]
+        peaks.append(mb)
+        del module
+        gc.collect()
+    totals = [sum(step) for step in zip(*runs, strict=True)]  # one step of every stage's run
+    what = "reference: a run per stage"
+    mb = max(peaks) if None not in peaks else None
+    return Row("d", what, variant.name, sum(parts.values()), len(batch), mb, totals, parts=parts)
+
+
+def count_step_flops(module, batch: Batch) -> float:
+    """FLOPs of one (c) step's forward and backward passes (the optimiser's are negligible)."""
+    module.train()
+    with FlopCounterMode(display=False) as counter:
+        emb = module.embed(batch)
+        torch.stack(list(module.stage_losses(emb, batch).values())).sum().backward()
+    module.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def skip_reason(variant: Variant, device: torch.device, explicit: bool) -> str | None:
+    """Why a variant is not measured here, or None."""
+    if variant.compile and device.type == "cpu" and not explicit:
+        return (
+            "skipped: torch.compile on this CPU spends about a minute per inverse module "
+            "compiling; ask for it with variants=[...,compile]"
+        )
+    if variant.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "skipped: this GPU has no bf16"
+    return None
+
+
+def measure_variant(cfg, detr, batch: Batch, variant: Variant, settings, device):
+    """Yields rows (a)–(d) of one variant as they are measured; (c) carries the step's FLOPs."""
+    module = build_module(cfg, detr, tuple(cfg.inverse.stages), variant).to(device)
+    on_device = batch.to(device)
+    yield measure_forward(module, on_device, variant, settings, device)
+    yield from measure_stages(module, on_device, variant, settings, device)
+    flops = count_step_flops(module, on_device)
+    step = measure_step(module, batch, variant, settings, device, cfg.trainer.log_every_n_steps)
+    yield replace(step, flops=flops)
+    del module
+    gc.collect()
+    yield measure_reference(cfg, detr, batch, variant, settings, device)
+
+
+def variant_rows(cfg, detr, batch: Batch, variant: Variant, settings, device):
+    """Yields the variant's rows; one row saying why when it is skipped or fails, so that one
+    variant's failure does not lose the others' rows."""
+    reason = skip_reason(variant, device, settings.explicit_variants)
+    if reason:
+        yield Row("*", "all rows", variant.name, status=reason)
+        return
+    try:
+        yield from measure_variant(cfg, detr, batch, variant, settings, device)
+    except Exception as err:
+        status = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        yield Row("*", "remaining rows", variant.name, status=status)
+    gc.collect()
+
+
+def run_bench(cfg: DictConfig, settings: Settings) -> dict:
+    """Every row of every variant, printed as measured; returns the JSON report."""
+    device = resolve_device(settings.device)
+    info = machine(device)
+    dm = build_datamodule(cfg.data, cfg.model.name)
+    batch = first_batch(dm, cfg.data.batch_size)
+    detr = build_detr(cfg.model, cfg.seed).to(device)
+    size = tuple(batch.pixel_values.shape[-2:])
+    print(f"bench {settings.config} on {device}: batch {len(batch)} at {size}", flush=True)
+    show = Progress()
+    rows = [show(measure_data(dm, settings.warmup, settings.repeats))]
+    for variant in map(Variant.parse, settings.variants):
+        rows += [show(row) for row in variant_rows(cfg, detr, batch, variant, settings, device)]
+    ratios = {v: variant_ratios(rows, v) for v in settings.variants}
+    return {
+        "config": settings.config,
+        "machine": {**info, "load_average_end": os.getloadavg()},
+        "settings": {**asdict(settings), "batch_size": len(batch)},
+        "memory": memory_kind(device),
+        "rows": [row.to_json() for row in rows],
+        "ratios": ratios,
+        "goals": goals_met(ratios),
+        "flops": achieved(rows, device, settings.gpu_peak_tflops or None),
+    }
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda: no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class Progress:
+    """Prints each row as it is measured, with the seconds since the benchmark started."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self, row: Row) -> Row:
+        print(f"  {time.perf_counter() - self.start:7.1f} s  {row.describe()}", flush=True)
+        return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per row
+    try:
+        settings, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+        config = bench_config(settings.config)
+        settings = replace(
+            settings,
+            warmup=config.warmup if settings.warmup is None else settings.warmup,
+            repeats=config.repeats if settings.repeats is None else settings.repeats,
+        )
+        cfg = load_config([*config.overrides, *overrides])
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        report = run_bench(cfg, settings)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    device = report["machine"]["device"]
+    out = Path(settings.out or f"runs/bench/{settings.config}-{device}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print_tables(report)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
