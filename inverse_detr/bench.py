@@ -8,11 +8,14 @@ Measures, side by side in one run, on one real batch:
   (c) our training step: one frozen forward feeds every stage, as `InversionModule` trains
   (d) the reference recipe: each stage trained with its own frozen forward, one after another
   (e) the data pipeline (decode + resize + normalise) with the config's default workers
-(c) and (d) run through Lightning's `fit` (optimiser step and logging included), so what is
-timed is what trains. Times are medians of repeats after warm-up; the ratios compare rows of
-the same run, so they hold on noisy machines. Variants join flags with `+`: `fp32` (eager,
-contiguous memory), `bf16` (bf16 autocast, Lightning's bf16-mixed), `channels_last` (the CNN
-backbone and the inverse ConvT stack), `compile` (torch.compile of the inverse modules).
+(a)–(d) are timed in interleaved rounds (each round calls every row once), so that every row
+sees the same background load; the medians of the rounds after warm-up make the rows, and the
+goals' ratios compare rows of one run, so they hold on noisy, shared machines. (c) and (d) run
+the module's own `training_step` and optimiser; (c) is timed once more through Lightning's
+`fit` (its hooks and logging included), so what is timed is what trains.
+Variants join flags with `+`: `fp32` (eager, contiguous memory), `bf16` (bf16 autocast,
+Lightning's bf16-mixed), `channels_last` (the CNN backbone and the inverse ConvT stack),
+`compile` (torch.compile of the inverse modules).
 Other `key=value` arguments are training-config overrides (see `inverse_detr.config`).
 """
 
@@ -50,11 +53,12 @@ from inverse_detr.errors import USER_ERRORS
 from inverse_detr.lit.inversion import InversionModule
 from inverse_detr.timing import (
     PeakMemory,
+    Probe,
     StepTimer,
     machine,
     median,
     memory_kind,
-    time_calls,
+    run_rounds,
 )
 
 COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
@@ -62,6 +66,8 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 warnings.filterwarnings("ignore", message=r".*does not have many workers")
 warnings.filterwarnings("ignore", message=r".*`validation_step` but have no `val_dataloader`")
+# rows (a)–(d) call training_step outside a Trainer, where self.log does nothing
+warnings.filterwarnings("ignore", message=r"You are trying to `self.log\(\)`")
 
 
 @dataclass(frozen=True)
@@ -244,37 +250,42 @@ def measure_data(dm: DetectionDataModule, warmup: int, repeats: int) -> Row:
     return Row("e", what, "-", median(times), size, memory.mb, times)
 
 
-def measure_forward(module, batch: Batch, variant: Variant, settings, device) -> Row:
+def forward_call(module: InversionModule, batch: Batch, variant: Variant, device):
     """(a) The frozen forward pass alone (no_grad, as every training step runs it)."""
 
-    def forward() -> None:
+    def call() -> None:
         with autocast(device, variant):
             module.embed(batch)
 
-    with PeakMemory(device) as memory:
-        times = time_calls(forward, settings.warmup, settings.repeats, device)
-    return Row("a", "frozen forward", variant.name, median(times), len(batch), memory.mb, times)
+    return call
 
 
-def measure_stages(module, batch: Batch, variant: Variant, settings, device):
-    """(b) Yields, per stage, its loss's forward + backward alone on one forward's embeddings."""
-    module.configure_model()  # compile now, as fit would
-    module.train()
-    with autocast(device, variant):
-        emb = module.embed(batch)
-    for stage in module.stages:
+def stage_call(module: InversionModule, stage: str, emb, batch: Batch, variant, device):
+    """(b) One stage's loss, forward + backward, on a forward pass's embeddings `emb`."""
 
-        def step(stage: str = stage) -> None:
-            module.zero_grad(set_to_none=True)
-            with autocast(device, variant):
-                loss = module.stage_loss(stage, emb, batch)
-            loss.backward()
+    def call() -> None:
+        module.zero_grad(set_to_none=True)
+        with autocast(device, variant):
+            loss = module.stage_loss(stage, emb, batch)
+        loss.backward()
 
-        with PeakMemory(device) as memory:
-            times = time_calls(step, settings.warmup, settings.repeats, device)
-        what = f"{stage} forward + backward"
-        yield Row(f"b/{stage}", what, variant.name, median(times), len(batch), memory.mb, times)
-    module.zero_grad(set_to_none=True)
+    return call
+
+
+def step_call(module: InversionModule, batch: Batch, variant: Variant, device):
+    """(c), (d) One training step as Lightning's automatic optimisation runs it: the module's
+    `training_step` under the precision's autocast, backward, its optimiser's step, zero_grad.
+    Lightning's own per-step work is timed apart, in row (c) through `fit`."""
+    optimiser = module.configure_optimizers()
+
+    def call() -> None:
+        with autocast(device, variant):
+            loss = module.training_step(batch, 0)
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+
+    return call
 
 
 def fit_steps(module, batch: Batch, variant: Variant, settings, device, log_every: int):
@@ -307,31 +318,6 @@ def _as_is(batch: Batch) -> Batch:
     return batch
 
 
-def measure_step(module, batch, variant, settings, device, log_every: int) -> Row:
-    """(c) Our training step: one frozen forward, every stage's loss, one optimiser step."""
-    times, mb = fit_steps(module, batch, variant, settings, device, log_every)
-    what = "all-stage step, one forward"
-    return Row("c", what, variant.name, median(times), len(batch), mb, times)
-
-
-def measure_reference(cfg, detr, batch, variant, settings, device) -> Row:
-    """(d) The reference recipe: one training run per stage, each with its own forward."""
-    parts, peaks, runs = {}, [], []
-    for stage in cfg.inverse.stages:
-        module = build_module(cfg, detr, (stage,), variant)
-        times, mb = fit_steps(
-            module, batch, variant, settings, device, cfg.trainer.log_every_n_steps
-        )
-        parts[stage], runs = median(times), [*runs, times]
-        peaks.append(mb)
-        del module
-        gc.collect()
-    totals = [sum(step) for step in zip(*runs, strict=True)]  # one step of every stage's run
-    what = "reference: a run per stage"
-    mb = max(peaks) if None not in peaks else None
-    return Row("d", what, variant.name, sum(parts.values()), len(batch), mb, totals, parts=parts)
-
-
 def count_step_flops(module, batch: Batch) -> float:
     """FLOPs of one (c) step's forward and backward passes (the optimiser's are negligible)."""
     module.train()
@@ -340,6 +326,65 @@ def count_step_flops(module, batch: Batch) -> float:
         torch.stack(list(module.stage_losses(emb, batch).values())).sum().backward()
     module.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
+
+
+def variant_probes(cfg, detr, batch: Batch, variant: Variant, device) -> tuple[list[Probe], dict]:
+    """Rows (a), (b), (c) and (d)'s per-stage steps as probes, and the modules they train."""
+    stages = tuple(cfg.inverse.stages)
+    modules = {"all": build_module(cfg, detr, stages, variant)}
+    modules |= {stage: build_module(cfg, detr, (stage,), variant) for stage in stages}
+    for module in modules.values():
+        module.to(device).train()
+        module.configure_model()  # compiles when the variant says so, as fit would
+    full = modules["all"]
+    with autocast(device, variant):
+        emb = full.embed(batch)
+    probes = [Probe("a", "frozen forward", forward_call(full, batch, variant, device))]
+    for stage in stages:
+        call = stage_call(full, stage, emb, batch, variant, device)
+        probes.append(Probe(f"b/{stage}", f"{stage} forward + backward", call))
+    what = "all-stage step, one forward"
+    probes.append(Probe("c", what, step_call(full, batch, variant, device)))
+    for stage in stages:
+        call = step_call(modules[stage], batch, variant, device)
+        probes.append(Probe(f"d/{stage}", f"{stage} step, own forward", call))
+    return probes, modules
+
+
+def reference_row(probes: list[Probe], variant: Variant, batch_size: int) -> Row:
+    """(d) One step of every stage's own run: the per-stage probes summed, round by round."""
+    parts = {p.key[2:]: median(p.times) for p in probes}
+    totals = [sum(step) for step in zip(*(p.times for p in probes), strict=True)]
+    peaks = [p.peak_mb for p in probes]
+    mb = max(peaks) if None not in peaks else None
+    what = "reference: a run per stage"
+    return Row("d", what, variant.name, sum(parts.values()), batch_size, mb, totals, parts=parts)
+
+
+def measure_variant(cfg, detr, batch: Batch, variant: Variant, settings, device):
+    """Yields the variant's rows: (a)–(d) from interleaved rounds, then (c) through `fit`."""
+    on_device = batch.to(device)
+    probes, modules = variant_probes(cfg, detr, on_device, variant, device)
+    flops = count_step_flops(modules["all"], on_device)
+    rounds = settings.warmup + settings.repeats
+
+    def progress(index: int) -> None:
+        print(f"  [{variant.name}] round {index + 1}/{rounds} done", flush=True)
+
+    run_rounds(probes, settings.warmup, settings.repeats, device, progress)
+    size = len(batch)
+    for p in probes:
+        if not p.key.startswith("d/"):
+            row = Row(p.key, p.what, variant.name, median(p.times), size, p.peak_mb, p.times)
+            yield replace(row, flops=flops) if p.key == "c" else row
+    yield reference_row([p for p in probes if p.key.startswith("d/")], variant, size)
+    for stage in [s for s in modules if s != "all"]:
+        del modules[stage]
+    gc.collect()
+    log_every = cfg.trainer.log_every_n_steps
+    times, mb = fit_steps(modules["all"], batch, variant, settings, device, log_every)
+    what = "all-stage step through Lightning's fit"
+    yield Row("c_fit", what, variant.name, median(times), size, mb, times)
 
 
 def skip_reason(variant: Variant, device: torch.device, explicit: bool) -> str | None:
@@ -352,20 +397,6 @@ def skip_reason(variant: Variant, device: torch.device, explicit: bool) -> str |
     if variant.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return "skipped: this GPU has no bf16"
     return None
-
-
-def measure_variant(cfg, detr, batch: Batch, variant: Variant, settings, device):
-    """Yields rows (a)–(d) of one variant as they are measured; (c) carries the step's FLOPs."""
-    module = build_module(cfg, detr, tuple(cfg.inverse.stages), variant).to(device)
-    on_device = batch.to(device)
-    yield measure_forward(module, on_device, variant, settings, device)
-    yield from measure_stages(module, on_device, variant, settings, device)
-    flops = count_step_flops(module, on_device)
-    step = measure_step(module, batch, variant, settings, device, cfg.trainer.log_every_n_steps)
-    yield replace(step, flops=flops)
-    del module
-    gc.collect()
-    yield measure_reference(cfg, detr, batch, variant, settings, device)
 
 
 def variant_rows(cfg, detr, batch: Batch, variant: Variant, settings, device):

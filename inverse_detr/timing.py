@@ -13,6 +13,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -29,18 +30,43 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device):
-    """Seconds of each of `repeats` calls of `fn`, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
+@dataclass
+class Probe:
+    """One row's call; `run_rounds` times it once per round."""
+
+    key: str
+    what: str
+    call: Callable[[], object]
+    times: list[float] = field(default_factory=list)
+    peak_mb: float | None = None
+
+
+def run_rounds(
+    probes: list[Probe],
+    warmup: int,
+    repeats: int,
+    device: torch.device,
+    on_round: Callable[[int], None] | None = None,
+) -> None:
+    """Round-robin: every round calls each probe once, the first `warmup` rounds untimed.
+
+    Interleaving makes every row see the same background load, so ratios between rows hold
+    on a shared machine where load comes and goes within minutes (measured here: a frozen
+    forward timed 1.7 s and 7.1 s ten minutes apart).
+    """
+    for index in range(warmup + repeats):
+        for probe in probes:
+            with PeakMemory(device) as memory:
+                start = time.perf_counter()
+                probe.call()
+                synchronize(device)
+                elapsed = time.perf_counter() - start
+            if index >= warmup:
+                probe.times.append(elapsed)
+            if memory.mb is not None:
+                probe.peak_mb = max(probe.peak_mb or 0.0, memory.mb)
+        if on_round is not None:
+            on_round(index)
 
 
 def median(values: list[float]) -> float:
@@ -83,11 +109,11 @@ def _can_reset_peak_rss() -> bool:
     return PROC_STATUS.is_file() and PROC_CLEAR_REFS.exists() and os.access(PROC_CLEAR_REFS, 2)
 
 
-def _status_kb(field: str) -> float:
+def _status_kb(name: str) -> float:
     for line in PROC_STATUS.read_text().splitlines():
-        if line.startswith(f"{field}:"):
+        if line.startswith(f"{name}:"):
             return float(line.split()[1])
-    raise KeyError(field)
+    raise KeyError(name)
 
 
 class StepTimer(Callback):
