@@ -8,11 +8,11 @@ Measures, side by side in one run, on one real batch:
   (c) our training step: one frozen forward feeds every stage, as `InversionModule` trains
   (d) the reference recipe: each stage trained with its own frozen forward, one after another
   (e) the data pipeline (decode + resize + normalise) with the config's default workers
-(a)–(d) are timed in interleaved rounds (each round calls every row once), so that every row
-sees the same background load; the medians of the rounds after warm-up make the rows, and the
-goals' ratios compare rows of one run, so they hold on noisy, shared machines. (c) and (d) run
-the module's own `training_step` and optimiser; (c) is timed once more through Lightning's
-`fit` (its hooks and logging included), so what is timed is what trains.
+Lightning's `fit` trains the all-stage module exactly as `python -m inverse_detr.train` does
+(its hooks and logging included; checkpoints, validation and the progress bar off), each step
+a sample of (c); between its steps a round calls (a), each (b) and each stage's (d) step once.
+Interleaving makes every row see the same background load; rows are medians of the rounds
+after warm-up, and the goals' ratios compare rows of one run, so they hold on noisy machines.
 Variants join flags with `+`: `fp32` (eager, contiguous memory), `bf16` (bf16 autocast,
 Lightning's bf16-mixed), `channels_last` (the CNN backbone and the inverse ConvT stack),
 `compile` (torch.compile of the inverse modules).
@@ -54,11 +54,10 @@ from inverse_detr.lit.inversion import InversionModule
 from inverse_detr.timing import (
     PeakMemory,
     Probe,
-    StepTimer,
+    RoundRobin,
     machine,
     median,
     memory_kind,
-    run_rounds,
 )
 
 COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
@@ -273,9 +272,10 @@ def stage_call(module: InversionModule, stage: str, emb, batch: Batch, variant, 
 
 
 def step_call(module: InversionModule, batch: Batch, variant: Variant, device):
-    """(c), (d) One training step as Lightning's automatic optimisation runs it: the module's
-    `training_step` under the precision's autocast, backward, its optimiser's step, zero_grad.
-    Lightning's own per-step work is timed apart, in row (c) through `fit`."""
+    """(d) One step of a single-stage run as Lightning's automatic optimisation takes it: the
+    module's `training_step` under the precision's autocast, backward, its optimiser's step,
+    zero_grad. Without Lightning's hooks (milliseconds), (d) looks a little faster than it
+    would train: the cautious side for the (d) / (c) goal."""
     optimiser = module.configure_optimizers()
 
     def call() -> None:
@@ -288,30 +288,26 @@ def step_call(module: InversionModule, batch: Batch, variant: Variant, device):
     return call
 
 
-def fit_steps(module, batch: Batch, variant: Variant, settings, device, log_every: int):
-    """Step times (after warm-up) and peak memory of Lightning training `module` on `batch`."""
-    timer = StepTimer(device)
-    steps = settings.warmup + settings.repeats
+def fit_rounds(module, batch: Batch, rounds: RoundRobin, variant: Variant, steps: int, device):
+    """(c) Lightning trains `module` on `batch` for `steps` steps, `rounds` timing them and
+    calling the other rows between them; returns after the last round."""
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
         precision="bf16-mixed" if variant.bf16 else "32-true",
         max_steps=steps,
         max_epochs=1,
-        log_every_n_steps=log_every,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        callbacks=[timer],
+        callbacks=[rounds],
     )
     # the same batch each step: batch_size=None hands it over as is
     loader = DataLoader([batch] * steps, batch_size=None, collate_fn=_as_is)
-    with PeakMemory(device) as memory:
-        trainer.fit(module, train_dataloaders=loader)
-    return timer.times[settings.warmup :], memory.mb
+    trainer.fit(module, train_dataloaders=loader)
 
 
 def _as_is(batch: Batch) -> Batch:
@@ -329,7 +325,7 @@ def count_step_flops(module, batch: Batch) -> float:
 
 
 def variant_probes(cfg, detr, batch: Batch, variant: Variant, device) -> tuple[list[Probe], dict]:
-    """Rows (a), (b), (c) and (d)'s per-stage steps as probes, and the modules they train."""
+    """Rows (a), (b) and (d)'s per-stage steps as probes, and the modules they use."""
     stages = tuple(cfg.inverse.stages)
     modules = {"all": build_module(cfg, detr, stages, variant)}
     modules |= {stage: build_module(cfg, detr, (stage,), variant) for stage in stages}
@@ -343,8 +339,6 @@ def variant_probes(cfg, detr, batch: Batch, variant: Variant, device) -> tuple[l
     for stage in stages:
         call = stage_call(full, stage, emb, batch, variant, device)
         probes.append(Probe(f"b/{stage}", f"{stage} forward + backward", call))
-    what = "all-stage step, one forward"
-    probes.append(Probe("c", what, step_call(full, batch, variant, device)))
     for stage in stages:
         call = step_call(modules[stage], batch, variant, device)
         probes.append(Probe(f"d/{stage}", f"{stage} step, own forward", call))
@@ -362,29 +356,24 @@ def reference_row(probes: list[Probe], variant: Variant, batch_size: int) -> Row
 
 
 def measure_variant(cfg, detr, batch: Batch, variant: Variant, settings, device):
-    """Yields the variant's rows: (a)–(d) from interleaved rounds, then (c) through `fit`."""
+    """Yields the variant's rows. Lightning's `fit` trains the all-stage module, each step a
+    sample of (c); between its steps a round calls (a), each (b) and each (d) step once."""
     on_device = batch.to(device)
     probes, modules = variant_probes(cfg, detr, on_device, variant, device)
     flops = count_step_flops(modules["all"], on_device)
-    rounds = settings.warmup + settings.repeats
+    step = Probe("c", "all-stage step, one forward (Lightning fit)")
+    total = settings.warmup + settings.repeats
 
     def progress(index: int) -> None:
-        print(f"  [{variant.name}] round {index + 1}/{rounds} done", flush=True)
+        print(f"  [{variant.name}] round {index + 1}/{total} done", flush=True)
 
-    run_rounds(probes, settings.warmup, settings.repeats, device, progress)
+    rounds = RoundRobin(step, probes, settings.warmup, device, progress)
+    fit_rounds(modules["all"], batch, rounds, variant, total, device)
     size = len(batch)
-    for p in probes:
-        if not p.key.startswith("d/"):
-            row = Row(p.key, p.what, variant.name, median(p.times), size, p.peak_mb, p.times)
-            yield replace(row, flops=flops) if p.key == "c" else row
+    for p in [*probes[: 1 + len(cfg.inverse.stages)], step]:
+        row = Row(p.key, p.what, variant.name, median(p.times), size, p.peak_mb, p.times)
+        yield replace(row, flops=flops) if p.key == "c" else row
     yield reference_row([p for p in probes if p.key.startswith("d/")], variant, size)
-    for stage in [s for s in modules if s != "all"]:
-        del modules[stage]
-    gc.collect()
-    log_every = cfg.trainer.log_every_n_steps
-    times, mb = fit_steps(modules["all"], batch, variant, settings, device, log_every)
-    what = "all-stage step through Lightning's fit"
-    yield Row("c_fit", what, variant.name, median(times), size, mb, times)
 
 
 def skip_reason(variant: Variant, device: torch.device, explicit: bool) -> str | None:

@@ -32,41 +32,29 @@ def synchronize(device: torch.device) -> None:
 
 @dataclass
 class Probe:
-    """One row's call; `run_rounds` times it once per round."""
+    """One row: a call timed once per round (`call` None: timed by `RoundRobin` itself)."""
 
     key: str
     what: str
-    call: Callable[[], object]
+    call: Callable[[], object] | None = None
     times: list[float] = field(default_factory=list)
     peak_mb: float | None = None
 
+    def record(self, seconds: float | None, mb: float | None) -> None:
+        """Keep one timing (None: a warm-up call) and the highest peak memory seen."""
+        if seconds is not None:
+            self.times.append(seconds)
+        if mb is not None:
+            self.peak_mb = max(self.peak_mb or 0.0, mb)
 
-def run_rounds(
-    probes: list[Probe],
-    warmup: int,
-    repeats: int,
-    device: torch.device,
-    on_round: Callable[[int], None] | None = None,
-) -> None:
-    """Round-robin: every round calls each probe once, the first `warmup` rounds untimed.
 
-    Interleaving makes every row see the same background load, so ratios between rows hold
-    on a shared machine where load comes and goes within minutes (measured here: a frozen
-    forward timed 1.7 s and 7.1 s ten minutes apart).
-    """
-    for index in range(warmup + repeats):
-        for probe in probes:
-            with PeakMemory(device) as memory:
-                start = time.perf_counter()
-                probe.call()
-                synchronize(device)
-                elapsed = time.perf_counter() - start
-            if index >= warmup:
-                probe.times.append(elapsed)
-            if memory.mb is not None:
-                probe.peak_mb = max(probe.peak_mb or 0.0, memory.mb)
-        if on_round is not None:
-            on_round(index)
+def call_once(probe: Probe, device: torch.device, timed: bool) -> None:
+    with PeakMemory(device) as memory:
+        start = time.perf_counter()
+        probe.call()
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+    probe.record(elapsed if timed else None, memory.mb)
 
 
 def median(values: list[float]) -> float:
@@ -116,22 +104,44 @@ def _status_kb(name: str) -> float:
     raise KeyError(name)
 
 
-class StepTimer(Callback):
-    """Seconds of each Lightning training step: training_step, backward, optimiser step and
-    logging, as `fit` runs them (the batch's transfer to the device comes before the start)."""
+class RoundRobin(Callback):
+    """Times each step of a Lightning `fit` as the probe `step` and, after each step, calls
+    every other probe once: a round. The first `warmup` rounds are untimed.
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.times: list[float] = []
+    Interleaving makes every row see the same background load, so ratios between rows hold on
+    a shared machine where load comes and goes within minutes (seen here: one frozen forward
+    took 1.7 s, then 7.1 s ten minutes later).
+    """
+
+    def __init__(
+        self,
+        step: Probe,
+        others: list[Probe],
+        warmup: int,
+        device: torch.device,
+        on_round: Callable[[int], None] | None = None,
+    ) -> None:
+        self.step, self.others, self.warmup, self.device = step, others, warmup, device
+        self.on_round = on_round
+        self.rounds = 0
+        self._memory = PeakMemory(device)
         self._start = 0.0
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
-        synchronize(self.device)
+        self._memory.__enter__()
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         synchronize(self.device)
-        self.times.append(time.perf_counter() - self._start)
+        elapsed = time.perf_counter() - self._start
+        self._memory.__exit__(None, None, None)
+        timed = self.rounds >= self.warmup
+        self.step.record(elapsed if timed else None, self._memory.mb)
+        for probe in self.others:
+            call_once(probe, self.device, timed)
+        if self.on_round is not None:
+            self.on_round(self.rounds)
+        self.rounds += 1
 
 
 def machine(device: torch.device) -> dict[str, object]:
