@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from inverse_detr.bench import main, parse_args, skip_reason
+from inverse_detr.bench import main, skip_reason
+from inverse_detr.bench_config import parse_args
 from inverse_detr.bench_report import Row, Variant, goals_met, variant_ratios
 from inverse_detr.config import ConfigError
 from inverse_detr.inverse.chain import STAGES
