@@ -108,9 +108,10 @@ class RoundRobin(Callback):
     """Times each step of a Lightning `fit` as the probe `step` and, after each step, calls
     every other probe once: a round. The first `warmup` rounds are untimed.
 
-    Interleaving makes every row see the same background load, so ratios between rows hold on
-    a shared machine where load comes and goes within minutes (seen here: one frozen forward
-    took 1.7 s, then 7.1 s ten minutes later).
+    Interleaving makes every row see the same background load, so that ratios between rows
+    hold on a shared machine where load comes and goes (seen here: one frozen forward took
+    1.7 s, then 7.1 s twenty minutes later); load that moves within a round still shows, which
+    more rounds (`repeats=`) even out.
     """
 
     def __init__(
