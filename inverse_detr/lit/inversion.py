@@ -48,6 +48,8 @@ class InversionModule(pl.LightningModule):
 
     mean, std: the DETR's input normalisation (the backbone loss compares normalised pixels).
     The DETR is kept out of checkpoints: it is reloaded by name, so checkpoints stay small.
+    Its CNN backbone's weights are put in channels_last memory (`save_detr` writes them back
+    contiguous).
     """
 
     def __init__(
@@ -72,6 +74,8 @@ class InversionModule(pl.LightningModule):
             }
         )
         self.detr = detr.eval().requires_grad_(False)
+        # a layout change only: the frozen forward ran 2–22 % faster in three runs (BENCHMARKS.md)
+        self.detr.model.backbone.to(memory_format=torch.channels_last)
         self.spec = spec
         self.chain = build_chain(spec)
         self.stages = tuple(spec.stages)
