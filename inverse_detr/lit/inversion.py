@@ -198,7 +198,7 @@ class InversionModule(pl.LightningModule):
             for s in self.stages
         ]
         # fused: one kernel per step instead of a loop over tensors, on CPUs too (torch ≥ 2.4);
-        # 3–4× faster than for-loop or foreach for the reference chain's 96 M parameters
+        # 2–4× faster than for-loop or foreach for the reference chain's 96 M parameters
         optimiser = torch.optim.Adam(groups, weight_decay=self.weight_decay, fused=True)
         if self.schedule == "none":
             return optimiser
