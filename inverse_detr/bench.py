@@ -259,8 +259,8 @@ def skip_reason(variant: Variant, device: torch.device, explicit: bool) -> str |
     """Why a variant is not measured here, or None."""
     if variant.compile and device.type == "cpu" and not explicit:
         return (
-            "skipped: torch.compile on this CPU spends about a minute per inverse module "
-            "compiling; ask for it with variants=[...,compile]"
+            "skipped: on a CPU torch.compile takes minutes and ran slower than eager here "
+            "(BENCHMARKS.md); ask for it with variants=[...,compile]"
         )
     if variant.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return "skipped: this GPU has no bf16"

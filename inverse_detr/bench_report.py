@@ -151,7 +151,8 @@ def print_tables(report: dict) -> None:
         flops = report["flops"].get(variant, {})
         rate = f"{flops['tflops_per_s']:.3g}" if flops else ""
         fraction = flops.get("fraction_of_gpu_bf16_peak")
-        share = f"{fraction:.1%}" if fraction else "not measured (no GPU)"
+        unknown = "no GPU" if report["machine"]["gpu"] is None else "peak unknown: gpu_peak_tflops="
+        share = f"{fraction:.1%}" if fraction else f"not measured ({unknown})"
         print(f"| {variant} | {' | '.join(cells)} | {rate} | {share if flops else ''} |")
 
 
