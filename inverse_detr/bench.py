@@ -329,7 +329,7 @@ class Progress:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per row
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # a Trainer per variant
     try:
         settings, overrides = parse_args(sys.argv[1:] if argv is None else argv)
         config = bench_config(settings.config)
