@@ -31,7 +31,12 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
@@ -100,6 +105,9 @@ def build_trainer(
     )
     resume = ResumeCheckpoint(run_dir / "checkpoints" / "last.ckpt", t.checkpoint_every_n_steps)
     extra = [LearningRateMonitor("step")] if logger else []
+    # the bar reads its metrics with .item(), a host sync on GPUs: refresh only as often as
+    # the logger writes, so that steps in between queue without waiting for the device
+    extra.append(TQDMProgressBar(refresh_rate=t.log_every_n_steps))
     devices = int(t.devices) if t.devices.isdigit() else t.devices
     return pl.Trainer(
         accelerator=t.accelerator,

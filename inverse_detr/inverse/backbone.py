@@ -40,6 +40,9 @@ class InverseBackbone(nn.Module):
         self.kind = kind
         if kind == "conv":
             self.layers = _conv_stack(d_model, stride, tuple(hidden), tuple(up))
+            # convolutions follow their weights' memory format; channels_last made the stack
+            # faster on the CPU (fp32 7.1 → 6.3 s, bf16 7.5 → 3.1 s at R50 sizes, BENCHMARKS.md)
+            self.layers.to(memory_format=torch.channels_last)
         else:
             self.layers = _linear_stack(d_model, stride, linear_width)
 

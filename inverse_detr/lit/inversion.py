@@ -49,6 +49,8 @@ class InversionModule(pl.LightningModule):
 
     mean, std: the DETR's input normalisation (the backbone loss compares normalised pixels).
     The DETR is kept out of checkpoints: it is reloaded by name, so checkpoints stay small.
+    Its CNN backbone's weights are put in channels_last memory (`save_detr` writes them back
+    contiguous).
     """
 
     def __init__(
@@ -74,6 +76,8 @@ class InversionModule(pl.LightningModule):
             }
         )
         self.detr = detr.eval().requires_grad_(False)
+        # a layout change only: the frozen forward ran 2–22 % faster in three runs (BENCHMARKS.md)
+        self.detr.model.backbone.to(memory_format=torch.channels_last)
         self.spec = spec
         self.chain = build_chain(spec)
         self.stages = tuple(spec.stages)
@@ -124,23 +128,27 @@ class InversionModule(pl.LightningModule):
 
     def stage_losses(self, emb: ForwardEmbeddings, batch: Batch) -> dict[str, torch.Tensor]:
         """MSE of each trained stage against its true target (inputs are detached)."""
-        chain, losses = self.chain, {}
-        if "backbone" in self.stages:
+        return {s: self.stage_loss(s, emb, batch) for s in STAGES if s in self.stages}
+
+    def stage_loss(self, stage: str, emb: ForwardEmbeddings, batch: Batch) -> torch.Tensor:
+        """One stage's MSE; on its own so that the benchmark times each stage alone."""
+        chain = self.chain
+        if stage == "backbone":
             pixels = chain.backbone(emb.backbone, emb.grid)  # (B, 3, H'·s, W'·s) in [0, 1]
             pixels = fit_to_size(pixels, batch.pixel_values.shape[-2:])
             normalised = (pixels - self.mean) / self.std
-            losses["backbone"] = masked_mse(normalised, batch.pixel_values, batch.pixel_mask)
-        if "encoder" in self.stages:
+            return masked_mse(normalised, batch.pixel_values, batch.pixel_mask)
+        if stage == "encoder":
             pred = chain.encoder(emb.encoder, emb.spatial_pos, emb.mask)  # (B, HW, d)
-            losses["encoder"] = masked_mse(pred, emb.backbone, emb.mask)
-        if "decoder" in self.stages:
+            return masked_mse(pred, emb.backbone, emb.mask)
+        if stage == "decoder":
             pred = chain.decoder(emb.decoder, emb.spatial_pos, emb.mask)  # (B, HW, d)
-            losses["decoder"] = masked_mse(pred, emb.encoder, emb.mask)
-        if "head" in self.stages:
+            return masked_mse(pred, emb.encoder, emb.mask)
+        if stage == "head":
             pred = chain.head(emb.logits, emb.boxes)  # (B, Q, d)
             valid = torch.ones(pred.shape[:2], dtype=torch.bool, device=pred.device)
-            losses["head"] = masked_mse(pred, emb.decoder, valid)
-        return losses
+            return masked_mse(pred, emb.decoder, valid)
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if batch.skipped:
@@ -197,8 +205,9 @@ class InversionModule(pl.LightningModule):
             {"params": list(getattr(self.chain, s).parameters()), "lr": self.lr[s], "name": s}
             for s in self.stages
         ]
-        fused = torch.cuda.is_available()
-        optimiser = torch.optim.Adam(groups, weight_decay=self.weight_decay, fused=fused)
+        # fused: one kernel per step instead of a loop over tensors, on CPUs too (torch ≥ 2.4);
+        # 2–4× faster than for-loop or foreach for the reference chain's 96 M parameters
+        optimiser = torch.optim.Adam(groups, weight_decay=self.weight_decay, fused=True)
         if self.schedule == "none":
             return optimiser
         if self.schedule != "cosine":
