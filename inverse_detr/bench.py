@@ -46,10 +46,9 @@ from inverse_detr.bench_report import (
     print_tables,
     variant_ratios,
 )
-from inverse_detr.build import build_datamodule, build_detr, chain_spec
+from inverse_detr.build import build_datamodule, build_detr, build_inversion_module, chain_spec
 from inverse_detr.config import ConfigError, load_config
 from inverse_detr.data.datamodule import Batch, DetectionDataModule, collate
-from inverse_detr.detr import image_normalization
 from inverse_detr.errors import USER_ERRORS
 from inverse_detr.lit.inversion import InversionModule
 from inverse_detr.timing import (
@@ -87,16 +86,7 @@ def build_module(cfg: DictConfig, detr, stages: tuple[str, ...], variant: Varian
     """An `InversionModule` as `python -m inverse_detr.train` builds it, for `stages`."""
     torch.manual_seed(cfg.seed)
     spec = replace(chain_spec(cfg.inverse, detr), stages=stages)
-    mean, std = image_normalization(cfg.model.name)
-    module = InversionModule(
-        detr,
-        spec,
-        mean,
-        std,
-        lr=dict(cfg.inverse.lr),
-        weight_decay=cfg.inverse.weight_decay,
-        compile=variant.compile,
-    )
+    module = build_inversion_module(cfg, detr, spec, compile=variant.compile)
     set_memory_format(module, variant.channels_last)
     return module
 

@@ -25,6 +25,7 @@ from inverse_detr.detr import (
     random_detr,
 )
 from inverse_detr.inverse.spec import ChainSpec
+from inverse_detr.lit.inversion import InversionModule
 
 log = logging.getLogger(__name__)
 
@@ -139,4 +140,23 @@ def chain_spec(inverse: DictConfig, detr: DetrForObjectDetection) -> ChainSpec:
         decoder_ffn=inverse.ffn_dim or config.decoder_ffn_dim,
         head_hidden=tuple(inverse.head_hidden),
         head_soft=inverse.head_soft,
+    )
+
+
+def build_inversion_module(
+    cfg: DictConfig, detr: DetrForObjectDetection, spec: ChainSpec, compile: bool | None = None
+) -> InversionModule:
+    """The module `python -m inverse_detr.train` trains (the benchmark times the same one);
+    compile: overrides `cfg.trainer.compile`."""
+    mean, std = image_normalization(cfg.model.name)
+    return InversionModule(
+        detr,
+        spec,
+        mean,
+        std,
+        lr=dict(cfg.inverse.lr),
+        weight_decay=cfg.inverse.weight_decay,
+        schedule=cfg.inverse.schedule,
+        compile=cfg.trainer.compile if compile is None else compile,
+        on_nonfinite=cfg.trainer.on_nonfinite,
     )

@@ -43,7 +43,13 @@ from omegaconf import DictConfig
 
 from inverse_detr.analysis.plots import reconstruction_grid
 from inverse_detr.analysis.suite import Options
-from inverse_detr.build import build_datamodule, build_detr, build_transform, chain_spec
+from inverse_detr.build import (
+    build_datamodule,
+    build_detr,
+    build_inversion_module,
+    build_transform,
+    chain_spec,
+)
 from inverse_detr.callbacks import AnalysisCallback
 from inverse_detr.checkpointing import (
     AtomicCheckpointIO,
@@ -156,18 +162,7 @@ def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
         detr_name = "detr"
         _on_rank_zero(detr.save_pretrained, run_dir / "export" / "detr")
     spec = chain_spec(cfg.inverse, detr)
-    mean, std = image_normalization(cfg.model.name)
-    module = InversionModule(
-        detr,
-        spec,
-        mean,
-        std,
-        lr=dict(cfg.inverse.lr),
-        weight_decay=cfg.inverse.weight_decay,
-        schedule=cfg.inverse.schedule,
-        compile=cfg.trainer.compile,
-        on_nonfinite=cfg.trainer.on_nonfinite,
-    )
+    module = build_inversion_module(cfg, detr, spec)
     transform = build_transform(cfg.data, cfg.model.name)
 
     def finish(out: Path) -> None:
