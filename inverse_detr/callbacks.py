@@ -4,7 +4,8 @@
 the validation split, and
   - logs the scalars (`analysis/<stage>/mse`, `analysis/<stage>/hue_to_prototype`, ...) to the
     run's logger, and the figures as images when the logger takes images (W&B);
-  - writes the figures, metrics.json and report.html to <run>/analysis/epoch-<N>/.
+  - writes the figures, metrics.json and report.html to <run>/analysis/epoch-<N>/, and to
+    <run>/analysis/final/ for the exported (best) weights that `run` validates at the end.
 An analysis the chain cannot run (e.g. cross-layer without an inverse encoder, or no object
 large enough to recolour) is skipped with one warning; it never stops the training.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 
 from inverse_detr.analysis.color import prototype_hues
 from inverse_detr.analysis.report import write_report
@@ -55,8 +57,9 @@ class AnalysisCallback(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self.validations += 1
-        if self.validations % self.every_n_epochs or not trainer.is_global_zero:
+        final = trainer.state.fn == TrainerFn.VALIDATING  # `run`'s check of the exported weights
+        self.validations += 0 if final else 1
+        if (self.validations % self.every_n_epochs and not final) or not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
         if not hasattr(datamodule, "splits"):
@@ -93,7 +96,8 @@ class AnalysisCallback(Callback):
         return self._subset
 
     def _publish(self, results: dict, trainer: pl.Trainer) -> None:
-        out = self.out_dir / f"epoch-{trainer.current_epoch:03d}"
+        final = trainer.state.fn == TrainerFn.VALIDATING
+        out = self.out_dir / ("final" if final else f"epoch-{trainer.current_epoch:03d}")
         sections = save_outputs(results, out, self.names)
         write_report(out / "report.html", f"epoch {trainer.current_epoch}", str(out), sections)
         logger = trainer.logger

@@ -10,7 +10,7 @@ sweep.lambda=[...] runs one joint run per λ (see `inverse_detr.sweep`). One run
   detr/                    joint mode: the fine-tuned DETR in save_pretrained form
   reconstructions.png      input | from backbone | encoder | decoder | head
   metrics.json             the final validation metrics of the exported weights
-  analysis/epoch-N/        the analyses' figures, metrics.json and report.html (every
+  analysis/epoch-N/ final/ the analyses' figures, metrics.json and report.html (every
                            analysis.every_n_epochs validation epochs; see inverse_detr.callbacks)
   wandb/ or csv/           the logger's files
 Exit codes: 0 done; 2 unusable input or config (one `error:` line on stderr); 143 stopped by
