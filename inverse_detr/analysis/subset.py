@@ -52,9 +52,6 @@ class ImageSet:
             self.images.to(device), self.pixel_mask.to(device), [t.to(device) for t in self.targets]
         )
 
-    def first(self, count: int) -> ImageSet:
-        return next(self.chunks(count))
-
 
 def fixed_subset(dataset: CocoDetection, size: int, seed: int = 0) -> ImageSet:
     """`size` readable images of `dataset` in a seeded random order (all when size ≤ 0 or

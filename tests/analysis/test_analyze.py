@@ -99,3 +99,10 @@ def test_training_runs_the_analysis_callback(tiny_overrides):
     header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     for key in ("analysis/backbone/mse", "analysis/encoder_layer0/mse", "analysis/color_ap/red"):
         assert key in header
+
+
+def test_config_lists_the_same_analyses():
+    from inverse_detr.analysis.suite import ANALYSES
+    from inverse_detr.config import ANALYSES as CONFIG_ANALYSES
+
+    assert CONFIG_ANALYSES == ANALYSES
