@@ -80,7 +80,7 @@ class AnalysisCallback(Callback):
                     log.warning("analysis %s skipped for this run: %s", name, err)
                     self.skipped.add(name)
         if results:
-            self._publish(results, trainer)
+            self._publish(results, trainer, final)
 
     def _images(self, datamodule) -> ImageSet:
         """The fixed subset (with instance masks), read once; prototypes with it."""
@@ -95,8 +95,7 @@ class AnalysisCallback(Callback):
             self.names = dataset.category_names()
         return self._subset
 
-    def _publish(self, results: dict, trainer: pl.Trainer) -> None:
-        final = trainer.state.fn == TrainerFn.VALIDATING
+    def _publish(self, results: dict, trainer: pl.Trainer, final: bool) -> None:
         out = self.out_dir / ("final" if final else f"epoch-{trainer.current_epoch:03d}")
         sections = save_outputs(results, out, self.names)
         write_report(out / "report.html", f"epoch {trainer.current_epoch}", str(out), sections)

@@ -52,12 +52,19 @@ def masked_hue(
     if owners is not None:
         hue, sat = hue[owners], sat[owners]  # (M, H, W)
     inside = masks.to(sat.dtype)
-    weight = sat * inside
-    angle = torch.deg2rad(hue)
-    sin, cos = (weight * angle.sin()).sum((1, 2)), (weight * angle.cos()).sum((1, 2))
-    mean = torch.remainder(torch.rad2deg(torch.atan2(sin, cos)), 360.0)
-    mean = torch.where(weight.sum((1, 2)) > 1e-6, mean, torch.full_like(mean, math.nan))
+    weight = sat * inside  # a gray pixel has no hue: weighted by saturation
+    mean = circular_mean(hue.flatten(1), weight.flatten(1))
     return mean, weight.sum((1, 2)) / inside.sum((1, 2)).clamp_min(1.0)
+
+
+def circular_mean(degrees: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted circular mean over the last dim, degrees in [0, 360); NaN where the weights
+    sum to ~0. degrees, weights: (..., N) → (...)."""
+    weights = torch.ones_like(degrees) if weights is None else weights
+    angle = torch.deg2rad(degrees)
+    sin, cos = (weights * angle.sin()).sum(-1), (weights * angle.cos()).sum(-1)
+    mean = torch.remainder(torch.rad2deg(torch.atan2(sin, cos)), 360.0)
+    return torch.where(weights.sum(-1) > 1e-6, mean, torch.full_like(mean, math.nan))
 
 
 def pairwise_mse(recons: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
@@ -99,11 +106,8 @@ def prototype_hues(train: CocoDetection, max_images: int = 200, seed: int = 0) -
         object_hues, _ = masked_hue(image[None], target.masks, owners)
         for cid, hue in zip(target.labels.tolist(), object_hues.tolist(), strict=True):
             if not math.isnan(hue):
-                hues[cid].append(math.radians(hue))
-    return {
-        cid: math.degrees(math.atan2(sum(map(math.sin, a)), sum(map(math.cos, a)))) % 360.0
-        for cid, a in hues.items()
-    }
+                hues[cid].append(hue)
+    return {cid: float(circular_mean(torch.tensor(h))) for cid, h in hues.items()}
 
 
 def _mean(values: list[float]) -> float | None:
