@@ -26,6 +26,8 @@ GROUPS = ("data", "model", "inverse", "trainer")
 ALIASES = {"joint.lambda": "joint.lam", "sweep.lambda": "sweep.lambdas"}
 # analyze's own keys, short on its command line
 ALIASES |= {"ckpt": "analysis.ckpt", "analyses": "analysis.analyses"}
+# and invert_layout's
+ALIASES |= {"layouts": "layout.layouts", "n": "layout.n"}
 
 
 class ConfigError(ValueError):
@@ -167,6 +169,33 @@ class AnalysisConfig:
     callback_images: int = 8
 
 
+@dataclass
+class LayoutConfig:
+    """`python -m inverse_detr.invert_layout`: images a detector reads as given layouts."""
+
+    layouts: str = "val"  # val: the val split of `data` (the shapes world by default) | a COCO JSON
+    n: int = 16  # the first n layouts (images with objects, by image id); 0: all
+    batch_size: int = 16  # layouts optimised at once, each with its own matching
+    iterations: int = 1000
+    loss: str = "both"  # both | class | box: the set-loss terms that drive the image
+    lr: float = 1.0  # SGD on normalised pixels
+    momentum: float = 0.9
+    lr_step: int = 700  # × lr_gamma every lr_step iterations (0: constant)
+    lr_gamma: float = 0.3
+    blur_sigma: float = 5.0  # periodic Gaussian blur: start sigma (px; 0: off)
+    blur_decay: float = 0.985  # × per blur
+    blur_every: int = 5  # iterations between blurs (0: off)
+    blur_floor: float = 0.5
+    jitter: int = 4  # px: random shift of up to ± this per axis and iteration (0: off)
+    tv_weight: float = 0.05  # total variation
+    p_norm_weight: float = 1e-4
+    p: float = 6.0
+    init_std: float = 0.5  # starting noise, in normalised units
+    detectors: list[str] = field(default_factory=list)  # more DETRs for the transfer matrix
+    out: str = ""  # empty: <out_dir>/layout-<model folder name>
+    report: bool = False  # also <detector>/report.png: target boxes over each image
+
+
 ANALYSES = ("stages", "cross_layer", "color")
 FILTERS = ("none", "red", "green", "blue", "shift120", "shift240", "gray")  # data/recolor.py
 CHOICES = {
@@ -179,6 +208,7 @@ CHOICES = {
     "trainer.on_nonfinite": ("stop", "skip"),
     "trainer.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
     "logger": ("wandb", "csv", "none"),
+    "layout.loss": ("both", "class", "box"),
 }
 
 
@@ -198,6 +228,7 @@ class Config:
     joint: JointConfig = field(default_factory=JointConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
 
 
 def _schema_error(err: OmegaConfBaseException, source: str) -> ConfigError:
@@ -313,8 +344,14 @@ def validate(cfg: DictConfig) -> None:
     for lam in [cfg.joint.lam, *cfg.sweep.lambdas]:
         if not 0.0 <= lam <= 1.0:
             raise ConfigError(f"λ must lie in [0, 1] (joint.lam / sweep.lambdas), got {lam}")
-    if cfg.data.batch_size < 1:
-        raise ConfigError(f"config key 'data.batch_size' must be ≥ 1, got {cfg.data.batch_size}")
+    for key in ("data.batch_size", "layout.batch_size"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"config key '{key}' must be ≥ 1, got {OmegaConf.select(cfg, key)}")
+    if cfg.layout.n < 0 or cfg.layout.iterations < 1:
+        raise ConfigError(
+            "config keys 'layout.n' ≥ 0 and 'layout.iterations' ≥ 1, got "
+            f"{cfg.layout.n} and {cfg.layout.iterations}"
+        )
     if cfg.trainer.checkpoint_every_n_steps < 0:
         raise ConfigError(
             "config key 'trainer.checkpoint_every_n_steps' must be ≥ 0 (0: off), got "

@@ -1,0 +1,209 @@
+"""`python -m inverse_detr.invert_layout [model=<detr>] [layouts=val|<coco json>] [n=16] [--report]`
+
+Generates, for each target layout, an image the detector reads as that layout (alternating
+Z-step matching and I-step SGD on the pixels, see `inverse_detr.layout`), then feeds the
+images to every detector and scores them against the layouts with COCO AP. Writes:
+  targets.json                  the layouts as a COCO instances file of the generated canvases
+  <detector>/images/NNNN.png    the image generated for layout N by that detector
+  <detector>/detections.json    that detector's detections on its images (COCO results format)
+  <detector>/report.png         with --report: target boxes and detections over each image
+  transfer.png  metrics.json    the AP matrix (rows: inverted with, columns: tested with)
+Defaults: the shipped shapes detector and 16 layouts of the shapes world's val split. More
+detectors for the matrix: `layout.detectors=[dir_or_hub_id,...]`. Options under `layout.*`
+(see `inverse_detr.config.LayoutConfig`); the canvas is `data.image_size`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torchvision.ops import box_convert
+from torchvision.utils import save_image
+
+from inverse_detr.analysis.plots import heatmaps
+from inverse_detr.build import data_splits
+from inverse_detr.config import ConfigError, load_config
+from inverse_detr.detr import image_normalization, load_detr, local_dir
+from inverse_detr.errors import USER_ERRORS
+from inverse_detr.layout.optimize import InversionResult, InversionSettings, invert_layouts
+from inverse_detr.layout.plots import layout_grid
+from inverse_detr.layout.regularizers import BlurSchedule, PixelRange
+from inverse_detr.layout.targets import LayoutSet, read_layouts, write_coco
+from inverse_detr.layout.transfer import (
+    Detections,
+    Detector,
+    TransferMatrix,
+    detect,
+    transfer_matrix,
+)
+
+
+def settings_from(layout: DictConfig, seed: int) -> InversionSettings:
+    blur = BlurSchedule(layout.blur_sigma, layout.blur_decay, layout.blur_every, layout.blur_floor)
+    return InversionSettings(
+        iterations=layout.iterations,
+        lr=layout.lr,
+        momentum=layout.momentum,
+        lr_step=layout.lr_step,
+        lr_gamma=layout.lr_gamma,
+        blur=blur,
+        jitter=layout.jitter,
+        tv_weight=layout.tv_weight,
+        p_norm_weight=layout.p_norm_weight,
+        p=layout.p,
+        init_std=layout.init_std,
+        terms=layout.loss,
+        seed=seed,
+    )
+
+
+def load_detectors(cfg: DictConfig, device: str) -> list[Detector]:
+    """The main detector (`model`) first, then `layout.detectors`, under unique short names."""
+    if cfg.model.name == "random":
+        raise ConfigError("invert_layout needs a trained DETR: model=<directory or hub id>")
+    detectors: list[Detector] = []
+    for name in [cfg.model.name, *cfg.layout.detectors]:
+        detr = load_detr(name).to(device)
+        short = Path(str(name).rstrip("/")).name
+        if short in {d.name for d in detectors}:
+            short = f"{short}-{len(detectors)}"
+        detectors.append(Detector(short, detr, PixelRange(*image_normalization(name), device)))
+    return detectors
+
+
+def layouts_for(cfg: DictConfig, detectors: list[Detector]) -> LayoutSet:
+    """`layout.layouts` read for what every detector can report (its classes and queries)."""
+    if cfg.layout.layouts == "val":
+        annotations = data_splits(cfg.data)[1].annotations
+    else:
+        annotations = Path(cfg.layout.layouts).expanduser()
+    num_labels = min(d.detr.config.num_labels for d in detectors)
+    max_objects = min(d.detr.config.num_queries for d in detectors)
+    return read_layouts(annotations, cfg.layout.n, num_labels, max_objects)
+
+
+def invert_layout(cfg: DictConfig) -> Path:
+    """Invert `cfg.layout.n` layouts with every detector; returns the output folder."""
+    device = "cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+    detectors = load_detectors(cfg, device)
+    layout_set = layouts_for(cfg, detectors)
+    print(f"{cfg.layout.layouts}: {layout_set.summary()}", flush=True)
+    size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
+    settings = settings_from(cfg.layout, cfg.seed)
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_coco(layout_set.layouts, layout_set.names, size, out / "targets.json")
+    results = {}
+    for detector in detectors:
+        results[detector.name] = invert_layouts(
+            detector.detr,
+            layout_set.layouts,
+            detector.pixels,
+            size,
+            settings,
+            cfg.layout.batch_size,
+        )
+        save_images(results[detector.name].images, out / detector.name / "images")
+    inverted = {name: result.images for name, result in results.items()}
+    matrix = transfer_matrix(inverted, detectors, layout_set.layouts, size, cfg.layout.batch_size)
+    for detector in detectors:
+        own = detect(detector, inverted[detector.name], cfg.layout.batch_size)
+        write_detections(own, size, out / detector.name / "detections.json")
+        if cfg.layout.report:
+            figure = layout_grid(inverted[detector.name], layout_set.layouts, layout_set.names, own)
+            figure.savefig(out / detector.name / "report.png", dpi=150)
+    heatmaps(
+        {"AP50": matrix.values("ap50"), "AP": matrix.values("ap")},
+        matrix.columns,
+        "inverted with (rows) / tested with (columns)",
+    ).savefig(out / "transfer.png", dpi=150)
+    write_metrics(cfg, layout_set, size, settings, results, matrix, out / "metrics.json")
+    print(matrix.table("ap50"), matrix.table("ap"), f"written to {out}", sep="\n", flush=True)
+    return out
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    if cfg.layout.out:
+        return Path(cfg.layout.out).expanduser()
+    model = local_dir(cfg.model.name) or Path(cfg.model.name)
+    return Path(cfg.out_dir).expanduser() / f"layout-{model.name}"
+
+
+def save_images(images: torch.Tensor, folder: Path) -> None:
+    """(N, 3, H, W) [0, 1] images as NNNN.png, N the layout's index in targets.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        save_image(image, folder / f"{index:04d}.png")
+
+
+def write_detections(detections: Detections, size: tuple[int, int], path: Path) -> None:
+    """Every query's best class, score and box, in COCO results format (xywh pixels)."""
+    results = []
+    for index, found in enumerate(detections.predictions(size)):
+        xywh = box_convert(found["boxes"], "xyxy", "xywh").tolist()
+        for label, score, box in zip(
+            found["labels"].tolist(), found["scores"].tolist(), xywh, strict=True
+        ):
+            results.append(
+                {
+                    "image_id": index,
+                    "category_id": label,
+                    "score": round(score, 4),
+                    "bbox": [round(v, 2) for v in box],
+                }
+            )
+    path.write_text(json.dumps(results))
+
+
+def write_metrics(
+    cfg: DictConfig,
+    layout_set: LayoutSet,
+    size: tuple[int, int],
+    settings: InversionSettings,
+    results: dict[str, InversionResult],
+    matrix: TransferMatrix,
+    path: Path,
+) -> None:
+    inverted_with = {
+        name: {
+            "seconds": round(r.seconds, 2),
+            "layouts_per_second": r.per_second,
+            "loss_first": float(r.loss[0].mean()),
+            "loss_last": float(r.loss[-1].mean()),
+        }
+        for name, r in results.items()
+    }
+    metrics = {
+        "layouts": cfg.layout.layouts,
+        "n": len(layout_set.layouts),
+        "objects": sum(map(len, layout_set.layouts)),
+        "skipped": dict(layout_set.skipped),
+        "image_size": list(size),
+        "batch_size": cfg.layout.batch_size,
+        "settings": asdict(settings),
+        "inverted_with": inverted_with,
+        "transfer": matrix.as_dict(),
+    }
+    path.write_text(json.dumps(metrics, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:] if argv is None else list(argv)
+    args = ["layout.report=true" if a == "--report" else a for a in args]
+    try:
+        invert_layout(load_config(args))
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

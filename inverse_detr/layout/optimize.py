@@ -1,0 +1,202 @@
+"""The alternating optimiser: images a frozen DETR reads as a target layout.
+
+Every iteration runs the detector once on the jittered images; the Z-step matches each
+layout to those outputs (`pseudo_targets`) and the I-step takes one SGD step (momentum, step
+decay) on the normalised pixels toward Z plus the image regularisers; the pixels are then
+blurred when the schedule says so and clipped to the valid range. B layouts go at once, each
+with its own matching, noise, jitter and loss, so an image does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+from transformers import DetrForObjectDetection
+
+from inverse_detr.layout.regularizers import (
+    BlurSchedule,
+    PixelRange,
+    blur,
+    jitter,
+    p_norm,
+    total_variation,
+)
+from inverse_detr.layout.targets import Layout
+from inverse_detr.layout.zstep import LossWeights, pseudo_targets, set_loss
+
+# (logits (B, Q, C+1), boxes (B, Q, 4), shifts (B, 2) normalised (dx, dy)) -> (B,) loss
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class InversionSettings:
+    """Optimiser and regulariser settings; every regulariser is on by default."""
+
+    iterations: int = 1000
+    lr: float = 1.0  # large: the gradients on the pixels are small
+    momentum: float = 0.9
+    lr_step: int = 700  # × lr_gamma every lr_step iterations (0: constant rate)
+    lr_gamma: float = 0.3
+    blur: BlurSchedule = field(default_factory=BlurSchedule)
+    jitter: int = 4  # px: each iteration shifts each image by up to ± this per axis (0: off)
+    tv_weight: float = 0.05
+    p_norm_weight: float = 1e-4
+    p: float = 6.0
+    init_std: float = 0.5  # the starting noise, in normalised units
+    terms: str = "both"  # both | class | box: which part of the set loss drives the image
+    weights: LossWeights = field(default_factory=LossWeights)
+    seed: int = 0
+
+
+@dataclass
+class InversionResult:
+    """images: (N, 3, H, W) in [0, 1], on the CPU;  loss: (T, N) the detector objective of each
+    image at each iteration;  seconds: wall time of the optimisation."""
+
+    images: torch.Tensor
+    loss: torch.Tensor
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return len(self.images) / self.seconds if self.seconds else float("nan")
+
+    @staticmethod
+    def concat(parts: list[InversionResult]) -> InversionResult:
+        return InversionResult(
+            torch.cat([p.images for p in parts]),
+            torch.cat([p.loss for p in parts], dim=1),
+            sum(p.seconds for p in parts),
+        )
+
+
+def layout_objective(layouts: list[Layout], settings: InversionSettings) -> Objective:
+    """Z-step + set loss toward each layout, its boxes moved with the image's jitter."""
+
+    def objective(logits: torch.Tensor, boxes: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+        moved = [_shifted(layout, shift) for layout, shift in zip(layouts, shifts, strict=True)]
+        z = pseudo_targets(logits.detach(), boxes.detach(), moved, settings.weights)
+        return set_loss(logits, boxes, z, settings.terms, settings.weights)
+
+    return objective
+
+
+def query_objective(query: int, category: int) -> Objective:
+    """−log p(category) of one query, and nothing else (single-query visualisation)."""
+
+    def objective(logits: torch.Tensor, boxes: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+        return -logits[:, query].float().log_softmax(-1)[:, category]
+
+    return objective
+
+
+@torch.no_grad()
+def measure_set_loss(
+    detr: DetrForObjectDetection,
+    images: torch.Tensor,
+    layouts: list[Layout],
+    pixels: PixelRange,
+    settings: InversionSettings = InversionSettings(),
+) -> torch.Tensor:
+    """(N,) the set loss of [0, 1] images toward their layouts, as the I-step sees it (no jitter).
+
+    images: (N, 3, H, W) in [0, 1] on any device; runs on the detector's.
+    """
+    device = next(detr.parameters()).device
+    out = detr(pixel_values=pixels.to(device).normalize(images.to(device)))
+    no_shift = torch.zeros(len(images), 2, device=device)
+    moved = [layout.to(device) for layout in layouts]
+    return layout_objective(moved, settings)(out.logits, out.pred_boxes, no_shift).cpu()
+
+
+def _shifted(layout: Layout, shift: torch.Tensor) -> Layout:
+    boxes = layout.boxes.clone()
+    boxes[:, :2] = (boxes[:, :2] + shift).clamp(0.0, 1.0)  # centres move with the image
+    return Layout(layout.labels, boxes, layout.image_id)
+
+
+def invert_layouts(
+    detr: DetrForObjectDetection,
+    layouts: list[Layout],
+    pixels: PixelRange,
+    image_size: tuple[int, int],
+    settings: InversionSettings = InversionSettings(),
+    batch_size: int = 16,
+    progress: bool = True,
+) -> InversionResult:
+    """One image per layout, optimised `batch_size` layouts at a time on the detector's device.
+
+    Layout i's noise and jitter come from (settings.seed, i): its image is the same whatever
+    the batch size.
+    """
+    device = next(detr.parameters()).device
+    parts = []
+    for start in range(0, len(layouts), batch_size):
+        batch = [layout.to(device) for layout in layouts[start : start + batch_size]]
+        keys = list(range(start, start + len(batch)))
+        label = f"layouts {start + 1}-{start + len(batch)}/{len(layouts)}"
+        objective = layout_objective(batch, settings)
+        parts.append(
+            optimize_images(detr, objective, keys, pixels, image_size, settings, label, progress)
+        )
+    return InversionResult.concat(parts)
+
+
+def optimize_images(
+    detr: DetrForObjectDetection,
+    objective: Objective,
+    keys: list[int],
+    pixels: PixelRange,
+    image_size: tuple[int, int],
+    settings: InversionSettings,
+    label: str = "",
+    progress: bool = True,
+) -> InversionResult:
+    """Optimise one image per key (its random stream) to minimise `objective` + regularisers."""
+    device = next(detr.parameters()).device
+    started = time.perf_counter()
+    streams = [torch.Generator().manual_seed(settings.seed * 1_000_003 + key) for key in keys]
+    h, w = image_size
+    noise = torch.stack([torch.randn(3, h, w, generator=g) for g in streams])  # (B, 3, H, W)
+    images = pixels.clip_((noise * settings.init_std).to(device)).requires_grad_(True)
+    optimizer = torch.optim.SGD([images], lr=settings.lr, momentum=settings.momentum)
+    schedule = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=settings.lr_step or settings.iterations + 1, gamma=settings.lr_gamma
+    )
+    frame = torch.tensor([w, h], dtype=torch.float32, device=device)
+    history = []
+    bar = tqdm(
+        range(settings.iterations), desc=label or "inverting", disable=not progress, leave=False
+    )
+    for iteration in bar:
+        shifts = _draw_shifts(streams, settings.jitter)  # (B, 2) px, (dy, dx)
+        out = detr(pixel_values=jitter(images, shifts))
+        loss = objective(out.logits, out.pred_boxes, shifts.flip(-1).to(device) / frame)  # (B,)
+        penalty = settings.tv_weight * total_variation(images)
+        penalty = penalty + settings.p_norm_weight * p_norm(images, settings.p)
+        optimizer.zero_grad(set_to_none=True)
+        (loss + penalty).sum().backward()
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            sigma = settings.blur.sigma_at(iteration)
+            if sigma is not None:
+                images.copy_(blur(images, sigma))
+            pixels.clip_(images)
+        history.append(loss.detach())
+        if progress and iteration % 50 == 0:
+            bar.set_postfix(loss=f"{loss.mean().item():.3f}")
+    losses = torch.stack(history).cpu() if history else torch.zeros(0, len(keys))
+    images_01 = pixels.to_pixels(images.detach()).cpu()
+    return InversionResult(images_01, losses, time.perf_counter() - started)
+
+
+def _draw_shifts(streams: list[torch.Generator], amount: int) -> torch.Tensor:
+    """(B, 2) long: each image's own (dy, dx), uniform in [−amount, amount]."""
+    if amount <= 0:
+        return torch.zeros(len(streams), 2, dtype=torch.long)
+    return torch.stack([torch.randint(-amount, amount + 1, (2,), generator=g) for g in streams])

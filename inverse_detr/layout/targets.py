@@ -1,0 +1,142 @@
+"""Target layouts: the (category, box) sets a generated image should make a detector report.
+
+Layouts are read from any COCO instances file (the shapes world's val split included) and
+live in DETR's frame: normalised (cx, cy, w, h) boxes of a canvas the size of the detector's
+input, so one layout fits any canvas size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torchvision.ops import box_convert
+
+from inverse_detr.data.coco import DataError, read_coco
+
+MIN_BOX_SIDE = 1.0  # px of the source image: thinner boxes are degenerate
+
+
+@dataclass
+class Layout:
+    """One target layout.
+
+    labels: (N,) long category ids (DETR's class indices);  boxes: (N, 4) normalised cxcywh
+    image_id: where it came from (the COCO image id, or the layout's index)
+    """
+
+    labels: torch.Tensor
+    boxes: torch.Tensor
+    image_id: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> Layout:
+        return Layout(self.labels.to(device), self.boxes.to(device), self.image_id)
+
+    def as_hf_labels(self) -> dict[str, torch.Tensor]:
+        """The target entry HF's matcher and loss expect."""
+        return {"class_labels": self.labels, "boxes": self.boxes}
+
+    def pixel_boxes(self, size: tuple[int, int]) -> torch.Tensor:
+        """(N, 4) xyxy boxes in pixels of an (H, W) canvas."""
+        h, w = size
+        scale = torch.tensor([w, h, w, h], dtype=self.boxes.dtype, device=self.boxes.device)
+        return box_convert(self.boxes, "cxcywh", "xyxy") * scale
+
+
+@dataclass
+class LayoutSet:
+    """Layouts read from a file, the category names, and what reading skipped (by reason)."""
+
+    layouts: list[Layout]
+    names: dict[int, str]
+    skipped: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        skips = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) or "none"
+        return (
+            f"{len(self.layouts)} layouts ({sum(map(len, self.layouts))} objects); skipped: {skips}"
+        )
+
+
+def read_layouts(
+    annotation_file: str | Path, n: int = 0, num_labels: int | None = None, max_objects: int = 0
+) -> LayoutSet:
+    """The first `n` (0: all) non-empty layouts of a COCO instances file, by image id.
+
+    Crowd regions, degenerate boxes and (given `num_labels`, the detector's real classes)
+    categories the detector cannot name are skipped and counted; so are images left without
+    objects, and objects beyond `max_objects` (0: no limit; a DETR reports at most Q).
+    """
+    path = Path(annotation_file).expanduser()
+    coco = read_coco(path)
+    skipped: Counter = Counter()
+    layouts = []
+    for image_id in sorted(coco.imgs):
+        if n and len(layouts) == n:
+            break
+        layout = _layout(coco, image_id, num_labels, max_objects, skipped)
+        if layout is None:
+            skipped["images without objects"] += 1
+        else:
+            layouts.append(layout)
+    if not layouts:
+        raise DataError(f"{path}: no usable layout (skipped: {dict(skipped) or 'no images'})")
+    names = {int(c["id"]): c["name"] for c in coco.dataset["categories"]}
+    return LayoutSet(layouts, names, skipped)
+
+
+def _layout(coco, image_id: int, num_labels: int | None, max_objects: int, skipped: Counter):
+    info = coco.imgs[image_id]
+    labels, boxes = [], []
+    for ann in coco.imgToAnns.get(image_id, []):
+        x, y, w, h = ann["bbox"]
+        if ann.get("iscrowd", 0):
+            skipped["crowd regions"] += 1
+        elif min(w, h) <= MIN_BOX_SIDE:
+            skipped["degenerate boxes"] += 1
+        elif num_labels is not None and not 0 <= ann["category_id"] < num_labels:
+            skipped["categories the detector lacks"] += 1
+        elif max_objects and len(labels) == max_objects:
+            skipped["objects beyond the query count"] += 1
+        else:
+            labels.append(ann["category_id"])
+            boxes.append([x, y, w, h])
+    if not labels:
+        return None
+    size = torch.tensor([info["width"], info["height"]] * 2, dtype=torch.float32)
+    xywh = torch.tensor(boxes, dtype=torch.float32) / size  # (N, 4) normalised
+    cxcywh = box_convert(xywh, "xywh", "cxcywh").clamp(0.0, 1.0)
+    return Layout(torch.tensor(labels, dtype=torch.long), cxcywh, int(image_id))
+
+
+def write_coco(
+    layouts: list[Layout], names: dict[int, str], size: tuple[int, int], path: Path
+) -> Path:
+    """The layouts as a COCO instances file of (H, W) canvases; image i has id i."""
+    h, w = size
+    images, annotations = [], []
+    for index, layout in enumerate(layouts):
+        images.append({"id": index, "width": w, "height": h, "file_name": f"{index:04d}.png"})
+        xywh = box_convert(layout.pixel_boxes(size), "xyxy", "xywh")
+        for label, box in zip(layout.labels.tolist(), xywh.tolist(), strict=True):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index,
+                    "category_id": label,
+                    "bbox": [round(v, 2) for v in box],
+                    "area": round(box[2] * box[3], 2),
+                    "iscrowd": 0,
+                    "source_image_id": layout.image_id,
+                }
+            )
+    categories = [{"id": cid, "name": name} for cid, name in sorted(names.items())]
+    data = {"images": images, "annotations": annotations, "categories": categories}
+    path.write_text(json.dumps(data))
+    return path

@@ -1,0 +1,48 @@
+"""`python -m inverse_detr.invert_layout` on two layouts of the tiny shapes world."""
+
+import json
+
+from inverse_detr.config import load_config
+from inverse_detr.invert_layout import main, settings_from
+from inverse_detr.layout.optimize import InversionSettings
+
+DATA_KEYS = ("data.", "out_dir")
+
+
+def test_cli_inverts_two_shapes_layouts_with_a_transfer_matrix(
+    tiny_overrides, tiny_detr_dir, tmp_path, capsys
+):
+    data = [o for o in tiny_overrides if o.startswith(DATA_KEYS)]
+    out = tmp_path / "layout"
+    args = [f"model={tiny_detr_dir}", *data, "n=2", "layout.iterations=3", f"layout.out={out}"]
+    assert main([*args, f"layout.detectors=[{tiny_detr_dir}]", "--report"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 layouts" in printed and "inverted with" in printed
+
+    targets = json.loads((out / "targets.json").read_text())
+    assert [i["id"] for i in targets["images"]] == [0, 1] and targets["annotations"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    names = metrics["transfer"]["rows"]
+    assert len(names) == 2 and names == metrics["transfer"]["columns"] and names[0] != names[1]
+    assert all(0 <= v <= 1 for row in metrics["transfer"]["ap50"] for v in row)
+    assert metrics["n"] == 2 and metrics["settings"]["iterations"] == 3
+    for name in names:
+        assert sorted(p.name for p in (out / name / "images").iterdir()) == ["0000.png", "0001.png"]
+        detections = json.loads((out / name / "detections.json").read_text())
+        assert {d["image_id"] for d in detections} == {0, 1}
+        assert (out / name / "report.png").stat().st_size > 0
+    assert (out / "transfer.png").stat().st_size > 0
+
+
+def test_cli_bad_layout_file_is_one_line_exit_2(tiny_overrides, tiny_detr_dir, tmp_path, capsys):
+    data = [o for o in tiny_overrides if o.startswith(DATA_KEYS)]
+    missing = tmp_path / "nope.json"
+    assert main([f"model={tiny_detr_dir}", *data, f"layouts={missing}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"error: annotation file not found: {missing}"
+    assert main(["model=random", *data]) == 2
+    assert "needs a trained DETR" in capsys.readouterr().err
+
+
+def test_config_defaults_are_the_optimisers_defaults():
+    assert settings_from(load_config([]).layout, seed=0) == InversionSettings()
