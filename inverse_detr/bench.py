@@ -1,5 +1,6 @@
-"""`python -m inverse_detr.bench [config=tiny|coco_r50] [variants=[fp32,bf16+channels_last,...]]
-[warmup=N] [repeats=N] [device=auto|cpu|cuda] [threads=N] [gpu_peak_tflops=X] [out=FILE.json]
+"""`python -m inverse_detr.bench [config=tiny|coco_r50|layout]
+[variants=[fp32,bf16+channels_last,...]] [warmup=N] [repeats=N] [device=auto|cpu|cuda]
+[threads=N] [gpu_peak_tflops=X] [out=FILE.json]
 [training-config key=value ...]`
 
 Measures, side by side in one run, on one real batch:
@@ -15,7 +16,8 @@ Interleaving makes every row see the same background load; rows are medians of t
 after warm-up, and the goals' ratios compare rows of one run, so they hold on noisy machines.
 Variants join flags with `+`: `fp32` (eager, contiguous memory), `bf16` (bf16 autocast,
 Lightning's bf16-mixed), `channels_last` (the CNN backbone and the inverse ConvT stack),
-`compile` (torch.compile of the inverse modules).
+`compile` (torch.compile of the inverse modules). `config=layout` times layout inversion instead
+(see `inverse_detr.bench_layout`).
 Other `key=value` arguments are training-config overrides (see `inverse_detr.config`).
 """
 
@@ -38,6 +40,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from inverse_detr.bench_config import Settings, bench_config, parse_args
+from inverse_detr.bench_layout import print_layout, run_layout_bench
 from inverse_detr.bench_report import (
     Row,
     Variant,
@@ -331,7 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config([*config.overrides, *overrides])
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        report = run_bench(cfg, settings)
+        if settings.config == "layout":
+            device = resolve_device(settings.device)
+            report = run_layout_bench(cfg, device, settings.warmup, settings.repeats)
+        else:
+            report = run_bench(cfg, settings)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -339,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(settings.out or f"runs/bench/{settings.config}-{device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print_tables(report)
+    (print_layout if settings.config == "layout" else print_tables)(report)
     print(f"wrote {out}")
     return 0
 

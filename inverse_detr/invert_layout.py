@@ -110,22 +110,35 @@ def invert_layout(cfg: DictConfig) -> Path:
             cfg.layout.batch_size,
         )
         save_images(results[detector.name].images, out / detector.name / "images")
-    inverted = {name: result.images for name, result in results.items()}
-    matrix = transfer_matrix(inverted, detectors, layout_set.layouts, size, cfg.layout.batch_size)
-    for detector in detectors:
-        own = detect(detector, inverted[detector.name], cfg.layout.batch_size)
-        write_detections(own, size, out / detector.name / "detections.json")
-        if cfg.layout.report:
-            figure = layout_grid(inverted[detector.name], layout_set.layouts, layout_set.names, own)
-            figure.savefig(out / detector.name / "report.png", dpi=150)
-    heatmaps(
-        {"AP50": matrix.values("ap50"), "AP": matrix.values("ap")},
-        matrix.columns,
-        "inverted with (rows) / tested with (columns)",
-    ).savefig(out / "transfer.png", dpi=150)
+    matrix = evaluate_inversions(cfg, detectors, layout_set, results, out)
     write_metrics(cfg, layout_set, size, settings, results, matrix, out / "metrics.json")
     print(matrix.table("ap50"), matrix.table("ap"), f"written to {out}", sep="\n", flush=True)
     return out
+
+
+def evaluate_inversions(
+    cfg: DictConfig,
+    detectors: list[Detector],
+    layout_set: LayoutSet,
+    results: dict[str, InversionResult],
+    out: Path,
+) -> TransferMatrix:
+    """The transfer matrix (transfer.png) and each detector's detections on its own images
+    (detections.json; report.png with `layout.report`)."""
+    inverted = {name: result.images for name, result in results.items()}
+    size = tuple(next(iter(inverted.values())).shape[-2:])
+    layouts, batch_size = layout_set.layouts, cfg.layout.batch_size
+    matrix = transfer_matrix(inverted, detectors, layouts, size, batch_size)
+    for detector in detectors:
+        own = detect(detector, inverted[detector.name], batch_size)
+        write_detections(own, size, out / detector.name / "detections.json")
+        if cfg.layout.report:
+            figure = layout_grid(inverted[detector.name], layouts, layout_set.names, own)
+            figure.savefig(out / detector.name / "report.png", dpi=150)
+    title = "inverted with (rows) / tested with (columns)"
+    matrices = {"AP50": matrix.values("ap50"), "AP": matrix.values("ap")}
+    heatmaps(matrices, matrix.columns, title).savefig(out / "transfer.png", dpi=150)
+    return matrix
 
 
 def output_dir(cfg: DictConfig) -> Path:

@@ -110,3 +110,21 @@ def test_missing_rows_give_no_ratio_and_no_verdict():
         "step_overhead": None,
         "data_over_step": True,
     }
+
+
+def test_layout_bench_reports_both_batch_sizes_and_the_ratio(
+    tiny_overrides, tiny_detr_dir, tmp_path, capsys
+):
+    data = [o for o in tiny_overrides if o.startswith("data.")]
+    out = tmp_path / "layout.json"
+    argv = ["config=layout", f"model={tiny_detr_dir}", *data, "layout.batch_size=3"]
+    assert main([*argv, "warmup=0", "repeats=1", "device=cpu", f"out={out}"]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["rows"]) == {"1", "3"}
+    for row in report["rows"].values():
+        assert row["seconds_per_iteration"] > 0 and row["layouts_per_second"] > 0
+    one, three = report["rows"]["1"], report["rows"]["3"]
+    expected = three["layouts_per_second"] / one["layouts_per_second"]
+    assert report["goals"]["batch_ratio"] == pytest.approx(expected)
+    assert report["goals"]["met"] is None  # a GPU goal: only reported on the CPU
+    assert "batching speed-up" in capsys.readouterr().out

@@ -13,9 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
-def test_the_four_notebooks_exist():
+def test_the_five_notebooks_exist():
     names = [p.stem for p in NOTEBOOKS]
-    assert names == ["01_stages", "02_cross_layer", "03_color_perturbation", "04_lambda_tradeoff"]
+    assert names == [
+        "01_stages",
+        "02_cross_layer",
+        "03_color_perturbation",
+        "04_lambda_tradeoff",
+        "05_layout_inversion",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

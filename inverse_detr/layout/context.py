@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-import torch
 from transformers import DetrForObjectDetection
 
 from inverse_detr.layout.optimize import (
@@ -105,11 +104,3 @@ def context_statistics(
             sides["above" if dy < 0 else "below"] += 1
             sides["left" if dx < 0 else "right"] += 1
     return stats
-
-
-def strongest_query(detr: DetrForObjectDetection, images: torch.Tensor, category: int) -> int:
-    """The query that most often reports `category` on real (normalised) images: a natural
-    choice of query to visualise. images: (N, 3, H, W) normalised."""
-    with torch.no_grad():
-        probs = detr(pixel_values=images).logits.softmax(-1)[..., category]  # (N, Q)
-    return int(probs.mean(0).argmax())

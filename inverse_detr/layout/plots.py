@@ -62,3 +62,20 @@ def _draw_box(ax, box: list[float], text: str, colour: str, style: str) -> None:
         Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linestyle=style, lw=1.2)
     )
     ax.text(x0 + 1, y0 + 1, text, color=colour, fontsize=5, va="top", clip_on=True)
+
+
+def loss_curves(curves: dict[str, torch.Tensor], ylabel: str = "set loss toward Z") -> Figure:
+    """The mean objective per iteration, one line per run.
+
+    curves: name → (T, N) objective of N images over T iterations (`InversionResult.loss`).
+    """
+    fig = Figure(figsize=(5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    for name, loss in curves.items():
+        ax.plot(loss.float().mean(1).numpy(), label=name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

@@ -1,0 +1,84 @@
+"""The layout-inversion benchmark: `python -m inverse_detr.bench config=layout [model=<detr>]`.
+
+Times the alternating optimiser's iteration (detector forward + Z-step + I-step + blur/clip)
+with B = 1 layout and with B = `layout.batch_size` layouts (16) of `layout.layouts`, in
+interleaved rounds (`repeats`, after `warmup` untimed rounds) so both see the same load, and
+reports layouts/s of a full `layout.iterations` inversion. Goal (GPU): B = 16 reaches ≥ 8 ×
+the layouts/s of B = 1. On a CPU the ratio is only reported: there batching buys little.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from omegaconf import DictConfig
+
+from inverse_detr.build import data_splits
+from inverse_detr.config import ConfigError
+from inverse_detr.detr import image_normalization, load_detr
+from inverse_detr.layout.optimize import InversionSettings, invert_layouts
+from inverse_detr.layout.regularizers import PixelRange
+from inverse_detr.layout.targets import read_layouts
+from inverse_detr.timing import machine, median
+
+TIMED_ITERATIONS = 10  # per timing: enough to cover one periodic blur
+BATCH_GOAL = 8.0
+
+
+def run_layout_bench(cfg: DictConfig, device: torch.device, warmup: int, repeats: int) -> dict:
+    """Seconds per iteration and layouts/s at B = 1 and B = `cfg.layout.batch_size`."""
+    if cfg.model.name == "random":
+        raise ConfigError("config=layout needs a trained DETR: model=<directory or hub id>")
+    detr = load_detr(cfg.model.name).to(device)
+    pixels = PixelRange(*image_normalization(cfg.model.name), device)
+    big = cfg.layout.batch_size
+    annotations = data_splits(cfg.data)[1].annotations
+    layouts = read_layouts(
+        annotations, big, detr.config.num_labels, detr.config.num_queries
+    ).layouts
+    layouts = (layouts * big)[:big]  # a small val split repeats its layouts
+    size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
+    settings = InversionSettings(iterations=TIMED_ITERATIONS, seed=cfg.seed)
+    print(f"bench layout on {device}: B = 1 and {big} at {size}", flush=True)
+    timings: dict[int, list[float]] = {1: [], big: []}
+    for round_ in range(warmup + repeats):
+        for batch_size in timings:
+            result = invert_layouts(
+                detr, layouts[:batch_size], pixels, size, settings, batch_size, progress=False
+            )
+            if round_ >= warmup:
+                timings[batch_size].append(result.seconds / TIMED_ITERATIONS)
+    return layout_report(timings, cfg.layout.iterations, device)
+
+
+def layout_report(timings: dict[int, list[float]], iterations: int, device: torch.device) -> dict:
+    rows = {
+        batch: {
+            "seconds_per_iteration": median(seconds),
+            "layouts_per_second": batch / (median(seconds) * iterations),
+        }
+        for batch, seconds in timings.items()
+    }
+    small, big = min(rows), max(rows)
+    ratio = rows[big]["layouts_per_second"] / rows[small]["layouts_per_second"]
+    goal = {"batch_ratio": ratio, "target": BATCH_GOAL, "met": ratio >= BATCH_GOAL}
+    return {
+        "config": "layout",
+        "machine": machine(device),
+        "iterations_per_inversion": iterations,
+        "rows": {str(b): r for b, r in rows.items()},
+        "goals": goal if device.type == "cuda" else {**goal, "met": None, "note": "GPU goal"},
+        "written": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def print_layout(report: dict) -> None:
+    iterations = report["iterations_per_inversion"]
+    print(f"| B | s / iteration | layouts / s ({iterations} iterations each) |")
+    print("| --- | --- | --- |")
+    for batch, row in report["rows"].items():
+        print(f"| {batch} | {row['seconds_per_iteration']:.4f} | {row['layouts_per_second']:.4f} |")
+    goal = report["goals"]
+    met = {True: "met", False: "NOT met", None: "reported (GPU goal)"}[goal["met"]]
+    print(f"batching speed-up {goal['batch_ratio']:.2f}× (goal ≥ {goal['target']:.0f}×): {met}")
