@@ -107,8 +107,13 @@ def read_coco(annotation_file: Path) -> COCO:
         )
     coco = COCO()
     coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco.createIndex()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            coco.createIndex()
+    except (KeyError, TypeError) as err:
+        raise DataError(
+            f"{annotation_file}: malformed COCO entry ({type(err).__name__}: {err})"
+        ) from None
     return coco
 
 

@@ -159,6 +159,7 @@ def optimize_images(
     """Optimise one image per key (its random stream) to minimise `objective` + regularisers."""
     device = next(detr.parameters()).device
     started = time.perf_counter()
+    pixels = pixels.to(device)
     streams = [torch.Generator().manual_seed(settings.seed * 1_000_003 + key) for key in keys]
     h, w = image_size
     noise = torch.stack([torch.randn(3, h, w, generator=g) for g in streams])  # (B, 3, H, W)
@@ -176,10 +177,8 @@ def optimize_images(
         shifts = _draw_shifts(streams, settings.jitter)  # (B, 2) px, (dy, dx)
         out = detr(pixel_values=jitter(images, shifts))
         loss = objective(out.logits, out.pred_boxes, shifts.flip(-1).to(device) / frame)  # (B,)
-        penalty = settings.tv_weight * total_variation(images)
-        penalty = penalty + settings.p_norm_weight * p_norm(images, settings.p)
         optimizer.zero_grad(set_to_none=True)
-        (loss + penalty).sum().backward()
+        (loss + _penalty(images, settings)).sum().backward()
         optimizer.step()
         schedule.step()
         with torch.no_grad():
@@ -193,6 +192,12 @@ def optimize_images(
     losses = torch.stack(history).cpu() if history else torch.zeros(0, len(keys))
     images_01 = pixels.to_pixels(images.detach()).cpu()
     return InversionResult(images_01, losses, time.perf_counter() - started)
+
+
+def _penalty(images: torch.Tensor, settings: InversionSettings) -> torch.Tensor:
+    """(B,) the weighted total variation and p-norm of each image."""
+    tv = settings.tv_weight * total_variation(images)
+    return tv + settings.p_norm_weight * p_norm(images, settings.p)
 
 
 def _draw_shifts(streams: list[torch.Generator], amount: int) -> torch.Tensor:
