@@ -69,7 +69,7 @@ def test_ratios_are_computed_from_the_rows(report):
 def test_unknown_config_is_a_one_line_error(capsys):
     assert main(["config=huge"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: unknown bench config 'huge'; available: tiny, coco_r50"
+    assert err == "error: unknown bench config 'huge'; available: tiny, coco_r50, layout"
 
 
 @pytest.mark.parametrize(
