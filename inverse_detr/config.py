@@ -194,6 +194,10 @@ class LayoutConfig:
     detectors: list[str] = field(default_factory=list)  # more DETRs for the transfer matrix
     out: str = ""  # empty: <out_dir>/layout-<model folder name>
     report: bool = False  # also <detector>/report.png: target boxes over each image
+    # single-query visualisation instead of layouts: query ≥ 0 picks the query to maximise
+    query: int = -1
+    categories: list[int] = field(default_factory=list)  # its categories ([]: every named one)
+    seeds: int = 16  # images per category
 
 
 ANALYSES = ("stages", "cross_layer", "color")
@@ -347,10 +351,10 @@ def validate(cfg: DictConfig) -> None:
     for key in ("data.batch_size", "layout.batch_size"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must be ≥ 1, got {OmegaConf.select(cfg, key)}")
-    if cfg.layout.n < 0 or cfg.layout.iterations < 1:
+    if cfg.layout.n < 0 or cfg.layout.iterations < 1 or cfg.layout.seeds < 1:
         raise ConfigError(
-            "config keys 'layout.n' ≥ 0 and 'layout.iterations' ≥ 1, got "
-            f"{cfg.layout.n} and {cfg.layout.iterations}"
+            "config keys 'layout.n' ≥ 0, 'layout.iterations' ≥ 1 and 'layout.seeds' ≥ 1, got "
+            f"{cfg.layout.n}, {cfg.layout.iterations} and {cfg.layout.seeds}"
         )
     if cfg.trainer.checkpoint_every_n_steps < 0:
         raise ConfigError(

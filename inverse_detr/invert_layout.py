@@ -11,6 +11,11 @@ images to every detector and scores them against the layouts with COCO AP. Write
 Defaults: the shipped shapes detector and 16 layouts of the shapes world's val split. More
 detectors for the matrix: `layout.detectors=[dir_or_hub_id,...]`. Options under `layout.*`
 (see `inverse_detr.config.LayoutConfig`); the canvas is `data.image_size`.
+
+`layout.query=Q [layout.categories=[...]] [layout.seeds=16]` runs single-query visualisation
+instead: per category, `seeds` images maximising query Q's probability of it, then the context
+the detector reports on them. Writes query-Q/<category>/NNNN.png, query-Q/images.png,
+query-Q/context.png and query-Q/context.json.
 """
 
 from __future__ import annotations
@@ -26,11 +31,17 @@ from omegaconf import DictConfig
 from torchvision.ops import box_convert
 from torchvision.utils import save_image
 
-from inverse_detr.analysis.plots import heatmaps
+from inverse_detr.analysis.plots import grouped_bars, heatmaps, reconstruction_grid
 from inverse_detr.build import data_splits
 from inverse_detr.config import ConfigError, load_config
 from inverse_detr.detr import image_normalization, load_detr, local_dir
 from inverse_detr.errors import USER_ERRORS
+from inverse_detr.layout.context import (
+    ContextStats,
+    context_statistics,
+    named_categories,
+    single_query_images,
+)
 from inverse_detr.layout.optimize import InversionResult, InversionSettings, invert_layouts
 from inverse_detr.layout.plots import layout_grid
 from inverse_detr.layout.regularizers import BlurSchedule, PixelRange
@@ -88,10 +99,13 @@ def layouts_for(cfg: DictConfig, detectors: list[Detector]) -> LayoutSet:
     return read_layouts(annotations, cfg.layout.n, num_labels, max_objects)
 
 
+def device_for(cfg: DictConfig) -> str:
+    return "cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+
+
 def invert_layout(cfg: DictConfig) -> Path:
     """Invert `cfg.layout.n` layouts with every detector; returns the output folder."""
-    device = "cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
-    detectors = load_detectors(cfg, device)
+    detectors = load_detectors(cfg, device_for(cfg))
     layout_set = layouts_for(cfg, detectors)
     print(f"{cfg.layout.layouts}: {layout_set.summary()}", flush=True)
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
@@ -114,6 +128,78 @@ def invert_layout(cfg: DictConfig) -> Path:
     write_metrics(cfg, layout_set, size, settings, results, matrix, out / "metrics.json")
     print(matrix.table("ap50"), matrix.table("ap"), f"written to {out}", sep="\n", flush=True)
     return out
+
+
+def visualise_query(cfg: DictConfig) -> Path:
+    """Single-query visualisation of `layout.query` for each of `layout.categories`, and the
+    context the detector reports around it; returns the output folder."""
+    detector = load_detectors(cfg, device_for(cfg))[0]
+    query, names = cfg.layout.query, named_categories(detector.detr)
+    _check_query(cfg, detector, names)
+    size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
+    settings = settings_from(cfg.layout, cfg.seed)
+    out = output_dir(cfg) / f"query-{query}"
+    images, stats = {}, {}
+    for category in list(cfg.layout.categories) or sorted(names):
+        name = names.get(category, f"class_{category}")
+        result = single_query_images(
+            detector.detr,
+            query,
+            category,
+            cfg.layout.seeds,
+            detector.pixels,
+            size,
+            settings,
+            cfg.layout.batch_size,
+        )
+        save_images(result.images, out / name)
+        images[name] = result.images
+        found = detect(detector, result.images, cfg.layout.batch_size)
+        stats[name] = context_statistics(found, query, category)
+    write_context(images, stats, names, out)
+    return out
+
+
+def _check_query(cfg: DictConfig, detector: Detector, names: dict[int, str]) -> None:
+    queries, classes = detector.detr.config.num_queries, detector.detr.config.num_labels
+    if not 0 <= cfg.layout.query < queries:
+        raise ConfigError(
+            f"config key 'layout.query' is {cfg.layout.query}; the detector's queries are "
+            f"0-{queries - 1}"
+        )
+    bad = [c for c in cfg.layout.categories if not 0 <= c < classes]
+    if bad or not (list(cfg.layout.categories) or names):
+        raise ConfigError(
+            f"config key 'layout.categories' has {bad or 'nothing'}; the detector's classes are "
+            f"0-{classes - 1}"
+        )
+
+
+def write_context(
+    images: dict[str, torch.Tensor],
+    stats: dict[str, ContextStats],
+    names: dict[int, str],
+    out: Path,
+) -> None:
+    """context.json, context.png (context detections per found image) and images.png."""
+    record, bars = {}, {}
+    for target, s in stats.items():
+        record[target] = s.as_dict() | {"names": {str(c): names.get(c, str(c)) for c in s.counts}}
+        per_image = {names.get(c, str(c)): n / max(1, s.found) for c, n in s.counts.items()}
+        bars[f"{target} ({s.found}/{s.images})"] = per_image
+        sides = ", ".join(
+            f"{names.get(c, c)} {n} {dict(s.sides[c])}" for c, n in s.counts.most_common()
+        )
+        print(
+            f"query {s.query} → {target}: found on {s.found}/{s.images} images; "
+            f"context: {sides or 'none'}"
+        )
+    (out / "context.json").write_text(json.dumps(record, indent=2))
+    title = "other detections (score > 0.5) per image where the query reads its category"
+    grouped_bars(bars, "detections / image", title).savefig(out / "context.png", dpi=150)
+    shown = {name: batch[:8] for name, batch in images.items()}  # (≤ 8, 3, H, W) per category
+    reconstruction_grid(shown).savefig(out / "images.png", dpi=150)
+    print(f"written to {out}", flush=True)
 
 
 def evaluate_inversions(
@@ -211,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     args = ["layout.report=true" if a == "--report" else a for a in args]
     try:
-        invert_layout(load_config(args))
+        cfg = load_config(args)
+        (visualise_query if cfg.layout.query >= 0 else invert_layout)(cfg)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

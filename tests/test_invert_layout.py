@@ -44,5 +44,31 @@ def test_cli_bad_layout_file_is_one_line_exit_2(tiny_overrides, tiny_detr_dir, t
     assert "needs a trained DETR" in capsys.readouterr().err
 
 
+def test_cli_single_query_visualisation_writes_images_and_context(
+    tiny_overrides, tiny_detr_dir, tmp_path, capsys
+):
+    data = [o for o in tiny_overrides if o.startswith(DATA_KEYS)]
+    out = tmp_path / "query"
+    query = ["layout.query=1", "layout.seeds=2", "layout.iterations=2", f"layout.out={out}"]
+    assert main([f"model={tiny_detr_dir}", *data, *query, "layout.categories=[3,5]"]) == 0
+    assert "query 1 → class_3: found on" in capsys.readouterr().out
+    context = json.loads((out / "query-1" / "context.json").read_text())
+    assert set(context) == {"class_3", "class_5"}
+    assert context["class_5"]["images"] == 2 and context["class_5"]["category"] == 5
+    for name in context:
+        assert sorted(p.name for p in (out / "query-1" / name).iterdir()) == [
+            "0000.png",
+            "0001.png",
+        ]
+    assert (out / "query-1" / "context.png").is_file() and (
+        out / "query-1" / "images.png"
+    ).is_file()
+    # the tiny DETR names no class, so the categories must be given; queries are 0-4
+    assert main([f"model={tiny_detr_dir}", *data, *query]) == 2
+    assert "'layout.categories' has nothing" in capsys.readouterr().err
+    assert main([f"model={tiny_detr_dir}", *data, "layout.query=7", "layout.categories=[1]"]) == 2
+    assert "'layout.query' is 7; the detector's queries are 0-4" in capsys.readouterr().err
+
+
 def test_config_defaults_are_the_optimisers_defaults():
     assert settings_from(load_config([]).layout, seed=0) == InversionSettings()

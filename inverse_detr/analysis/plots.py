@@ -116,7 +116,8 @@ def grouped_bars(
         ax.axhline(line[0], color="gray", linestyle=":", label=line[1])
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    if series or line is not None:  # nothing to name: no legend
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

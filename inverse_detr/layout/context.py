@@ -8,6 +8,7 @@ left/right of its box centre): what the detector has learnt to expect around an 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -23,6 +24,12 @@ from inverse_detr.layout.regularizers import PixelRange
 from inverse_detr.layout.transfer import Detections
 
 SIDES = ("above", "below", "left", "right")
+PLACEHOLDER = re.compile(r"^(?:class_\d+|LABEL_\d+|N/A)$")  # ids a detector never uses
+
+
+def named_categories(detr: DetrForObjectDetection) -> dict[int, str]:
+    """The detector's categories that have a real name (COCO DETRs call unused ids "N/A")."""
+    return {int(i): n for i, n in detr.config.id2label.items() if not PLACEHOLDER.match(n)}
 
 
 def single_query_images(
