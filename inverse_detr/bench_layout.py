@@ -1,7 +1,8 @@
 """The layout-inversion benchmark: `python -m inverse_detr.bench config=layout [model=<detr>]`.
 
-Times the alternating optimiser's iteration (detector forward + Z-step + I-step + blur/clip)
-with B = 1 layout and with B = `layout.batch_size` layouts (16) of `layout.layouts`, in
+Times the alternating optimiser's iteration (detector forward + Z-step + I-step + blur/clip,
+with the `layout.*` settings) with B = 1 layout and with B = `layout.batch_size` layouts (16)
+of `data`'s val split, in
 interleaved rounds (`repeats`, after `warmup` untimed rounds) so both see the same load, and
 reports layouts/s of a full `layout.iterations` inversion. Goal (GPU): B = 16 reaches ≥ 8 ×
 the layouts/s of B = 1. On a CPU the ratio is only reported: there batching buys little.
@@ -10,14 +11,15 @@ the layouts/s of B = 1. On a CPU the ratio is only reported: there batching buys
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 from omegaconf import DictConfig
 
-from inverse_detr.build import data_splits
+from inverse_detr.build import data_splits, inversion_settings
 from inverse_detr.config import ConfigError
 from inverse_detr.detr import image_normalization, load_detr
-from inverse_detr.layout.optimize import InversionSettings, invert_layouts
+from inverse_detr.layout.optimize import invert_layouts
 from inverse_detr.layout.regularizers import PixelRange
 from inverse_detr.layout.targets import read_layouts
 from inverse_detr.timing import machine, median
@@ -39,7 +41,7 @@ def run_layout_bench(cfg: DictConfig, device: torch.device, warmup: int, repeats
     ).layouts
     layouts = (layouts * big)[:big]  # a small val split repeats its layouts
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
-    settings = InversionSettings(iterations=TIMED_ITERATIONS, seed=cfg.seed)
+    settings = replace(inversion_settings(cfg.layout, cfg.seed), iterations=TIMED_ITERATIONS)
     print(f"bench layout on {device}: B = 1 and {big} at {size}", flush=True)
     timings: dict[int, list[float]] = {1: [], big: []}
     for round_ in range(warmup + repeats):
@@ -53,6 +55,8 @@ def run_layout_bench(cfg: DictConfig, device: torch.device, warmup: int, repeats
 
 
 def layout_report(timings: dict[int, list[float]], iterations: int, device: torch.device) -> dict:
+    """The JSON report: per B the median s / iteration and layouts/s of a full inversion, and
+    the batching speed-up against the goal (judged on GPUs only)."""
     rows = {
         batch: {
             "seconds_per_iteration": median(seconds),
@@ -74,6 +78,7 @@ def layout_report(timings: dict[int, list[float]], iterations: int, device: torc
 
 
 def print_layout(report: dict) -> None:
+    """The report as a Markdown table and the goal's verdict."""
     iterations = report["iterations_per_inversion"]
     print(f"| B | s / iteration | layouts / s ({iterations} iterations each) |")
     print("| --- | --- | --- |")

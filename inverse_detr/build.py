@@ -25,6 +25,8 @@ from inverse_detr.detr import (
     random_detr,
 )
 from inverse_detr.inverse.spec import ChainSpec
+from inverse_detr.layout.optimize import InversionSettings
+from inverse_detr.layout.regularizers import BlurSchedule
 from inverse_detr.lit.inversion import InversionModule
 
 log = logging.getLogger(__name__)
@@ -159,4 +161,24 @@ def build_inversion_module(
         schedule=cfg.inverse.schedule,
         compile=cfg.trainer.compile if compile is None else compile,
         on_nonfinite=cfg.trainer.on_nonfinite,
+    )
+
+
+def inversion_settings(layout: DictConfig, seed: int) -> InversionSettings:
+    """The layout optimiser's settings from the config's `layout` section."""
+    blur = BlurSchedule(layout.blur_sigma, layout.blur_decay, layout.blur_every, layout.blur_floor)
+    return InversionSettings(
+        iterations=layout.iterations,
+        lr=layout.lr,
+        momentum=layout.momentum,
+        lr_step=layout.lr_step,
+        lr_gamma=layout.lr_gamma,
+        blur=blur,
+        jitter=layout.jitter,
+        tv_weight=layout.tv_weight,
+        p_norm_weight=layout.p_norm_weight,
+        p=layout.p,
+        init_std=layout.init_std,
+        terms=layout.loss,
+        seed=seed,
     )

@@ -351,16 +351,41 @@ def validate(cfg: DictConfig) -> None:
     for key in ("data.batch_size", "layout.batch_size"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must be ≥ 1, got {OmegaConf.select(cfg, key)}")
-    if cfg.layout.n < 0 or cfg.layout.iterations < 1 or cfg.layout.seeds < 1:
-        raise ConfigError(
-            "config keys 'layout.n' ≥ 0, 'layout.iterations' ≥ 1 and 'layout.seeds' ≥ 1, got "
-            f"{cfg.layout.n}, {cfg.layout.iterations} and {cfg.layout.seeds}"
-        )
+    _check_layout(cfg.layout)
     if cfg.trainer.checkpoint_every_n_steps < 0:
         raise ConfigError(
             "config key 'trainer.checkpoint_every_n_steps' must be ≥ 0 (0: off), got "
             f"{cfg.trainer.checkpoint_every_n_steps}"
         )
+
+
+# layout.* keys with a lower bound: (bound, inclusive)
+LAYOUT_BOUNDS = {
+    "n": (0, True),
+    "iterations": (1, True),
+    "seeds": (1, True),
+    "lr": (0.0, False),
+    "momentum": (0.0, True),
+    "lr_step": (0, True),
+    "lr_gamma": (0.0, False),
+    "blur_sigma": (0.0, True),
+    "blur_decay": (0.0, False),
+    "blur_every": (0, True),
+    "blur_floor": (0.0, True),
+    "jitter": (0, True),
+    "tv_weight": (0.0, True),
+    "p_norm_weight": (0.0, True),
+    "p": (0.0, False),
+    "init_std": (0.0, True),
+}
+
+
+def _check_layout(layout: DictConfig) -> None:
+    for key, (bound, inclusive) in LAYOUT_BOUNDS.items():
+        value = layout[key]
+        if value < bound or (value == bound and not inclusive):
+            relation = "≥" if inclusive else ">"
+            raise ConfigError(f"config key 'layout.{key}' must be {relation} {bound}, got {value}")
 
 
 def _check_list(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:

@@ -32,7 +32,7 @@ from torchvision.ops import box_convert
 from torchvision.utils import save_image
 
 from inverse_detr.analysis.plots import grouped_bars, heatmaps, reconstruction_grid
-from inverse_detr.build import data_splits
+from inverse_detr.build import data_splits, inversion_settings
 from inverse_detr.config import ConfigError, load_config
 from inverse_detr.detr import image_normalization, load_detr, local_dir
 from inverse_detr.errors import USER_ERRORS
@@ -44,7 +44,7 @@ from inverse_detr.layout.context import (
 )
 from inverse_detr.layout.optimize import InversionResult, InversionSettings, invert_layouts
 from inverse_detr.layout.plots import layout_grid
-from inverse_detr.layout.regularizers import BlurSchedule, PixelRange
+from inverse_detr.layout.regularizers import PixelRange
 from inverse_detr.layout.targets import LayoutSet, read_layouts, write_coco
 from inverse_detr.layout.transfer import (
     Detections,
@@ -53,25 +53,6 @@ from inverse_detr.layout.transfer import (
     detect,
     transfer_matrix,
 )
-
-
-def settings_from(layout: DictConfig, seed: int) -> InversionSettings:
-    blur = BlurSchedule(layout.blur_sigma, layout.blur_decay, layout.blur_every, layout.blur_floor)
-    return InversionSettings(
-        iterations=layout.iterations,
-        lr=layout.lr,
-        momentum=layout.momentum,
-        lr_step=layout.lr_step,
-        lr_gamma=layout.lr_gamma,
-        blur=blur,
-        jitter=layout.jitter,
-        tv_weight=layout.tv_weight,
-        p_norm_weight=layout.p_norm_weight,
-        p=layout.p,
-        init_std=layout.init_std,
-        terms=layout.loss,
-        seed=seed,
-    )
 
 
 def load_detectors(cfg: DictConfig, device: str) -> list[Detector]:
@@ -100,6 +81,7 @@ def layouts_for(cfg: DictConfig, detectors: list[Detector]) -> LayoutSet:
 
 
 def device_for(cfg: DictConfig) -> str:
+    """CUDA when the trainer section allows it (`trainer=gpu`) and one is present."""
     return "cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
 
 
@@ -109,7 +91,7 @@ def invert_layout(cfg: DictConfig) -> Path:
     layout_set = layouts_for(cfg, detectors)
     print(f"{cfg.layout.layouts}: {layout_set.summary()}", flush=True)
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
-    settings = settings_from(cfg.layout, cfg.seed)
+    settings = inversion_settings(cfg.layout, cfg.seed)
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     write_coco(layout_set.layouts, layout_set.names, size, out / "targets.json")
@@ -137,10 +119,10 @@ def visualise_query(cfg: DictConfig) -> Path:
     query, names = cfg.layout.query, named_categories(detector.detr)
     _check_query(cfg, detector, names)
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
-    settings = settings_from(cfg.layout, cfg.seed)
+    settings = inversion_settings(cfg.layout, cfg.seed)
     out = output_dir(cfg) / f"query-{query}"
     images, stats = {}, {}
-    for category in list(cfg.layout.categories) or sorted(names):
+    for category in list(dict.fromkeys(cfg.layout.categories)) or sorted(names):
         name = names.get(category, f"class_{category}")
         result = single_query_images(
             detector.detr,
@@ -228,6 +210,7 @@ def evaluate_inversions(
 
 
 def output_dir(cfg: DictConfig) -> Path:
+    """`layout.out`, else <out_dir>/layout-<detector folder or hub name>."""
     if cfg.layout.out:
         return Path(cfg.layout.out).expanduser()
     model = local_dir(cfg.model.name) or Path(cfg.model.name)
@@ -269,6 +252,8 @@ def write_metrics(
     matrix: TransferMatrix,
     path: Path,
 ) -> None:
+    """metrics.json: the layouts read, the settings, timing and loss per inverting detector,
+    and the transfer matrix."""
     inverted_with = {
         name: {
             "seconds": round(r.seconds, 2),

@@ -47,6 +47,10 @@ def test_model_shorthand_names_a_directory_or_hub_id():
         (["data=nope"], r"unknown data 'nope'; available: coco, shapes"),
         (["batch_size"], r"not of the form key=value"),
         (["data.image_size=[8,8]"], r"data.image_size"),
+        (["layout.lr=-1"], r"'layout.lr' must be > 0.0, got -1.0"),
+        (["layout.blur_every=-5"], r"'layout.blur_every' must be ≥ 0, got -5"),
+        (["layout.loss=boxes"], r"'layout.loss' is 'boxes'; allowed: both, class, box"),
+        (["n=-1"], r"'layout.n' must be ≥ 0"),
     ],
 )
 def test_bad_config_is_a_one_line_error(override, message):

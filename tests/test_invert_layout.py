@@ -2,8 +2,9 @@
 
 import json
 
+from inverse_detr.build import inversion_settings
 from inverse_detr.config import load_config
-from inverse_detr.invert_layout import main, settings_from
+from inverse_detr.invert_layout import main
 from inverse_detr.layout.optimize import InversionSettings
 
 DATA_KEYS = ("data.", "out_dir")
@@ -71,4 +72,4 @@ def test_cli_single_query_visualisation_writes_images_and_context(
 
 
 def test_config_defaults_are_the_optimisers_defaults():
-    assert settings_from(load_config([]).layout, seed=0) == InversionSettings()
+    assert inversion_settings(load_config([]).layout, seed=0) == InversionSettings()

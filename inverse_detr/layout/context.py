@@ -65,8 +65,10 @@ class ContextStats:
     """What the detector reports beside the target object, over `images` generated images.
 
     found: images on which the optimised query reads as the category with score > threshold
-    (only those count below);  counts: category → detections of it by other queries;
-    sides: category → {above, below, left, right} → how many of them lie there.
+    (only those count below);  counts: other category → its detections by other queries;
+    sides: other category → {above, below, left, right} → how many of them lie there (a
+    centre level with the target's counts on neither side of that axis);  same: detections
+    of the target's own category by other queries (a second instance, or a duplicate).
     """
 
     query: int
@@ -75,6 +77,7 @@ class ContextStats:
     found: int = 0
     counts: Counter = field(default_factory=Counter)
     sides: dict[int, Counter] = field(default_factory=dict)
+    same: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -82,6 +85,7 @@ class ContextStats:
             "category": self.category,
             "images": self.images,
             "found": self.found,
+            "same_category": self.same,
             "counts": {str(c): n for c, n in sorted(self.counts.items())},
             "sides": {str(c): {s: v[s] for s in SIDES} for c, v in sorted(self.sides.items())},
         }
@@ -105,9 +109,14 @@ def context_statistics(
         others = (scores[n] > threshold).nonzero().flatten().tolist()
         for q in (q for q in others if q != query):
             cid = int(labels[n, q])
+            if cid == category:
+                stats.same += 1
+                continue
             dx, dy = (detections.boxes[n, q, :2] - centre).tolist()
             stats.counts[cid] += 1
             sides = stats.sides.setdefault(cid, Counter())
-            sides["above" if dy < 0 else "below"] += 1
-            sides["left" if dx < 0 else "right"] += 1
+            if dy:
+                sides["above" if dy < 0 else "below"] += 1
+            if dx:
+                sides["left" if dx < 0 else "right"] += 1
     return stats

@@ -21,6 +21,7 @@ from inverse_detr.layout.regularizers import (
     BlurSchedule,
     PixelRange,
     blur,
+    box_shift,
     jitter,
     p_norm,
     total_variation,
@@ -28,7 +29,8 @@ from inverse_detr.layout.regularizers import (
 from inverse_detr.layout.targets import Layout
 from inverse_detr.layout.zstep import LossWeights, pseudo_targets, set_loss
 
-# (logits (B, Q, C+1), boxes (B, Q, 4), shifts (B, 2) normalised (dx, dy)) -> (B,) loss
+# (logits (B, Q, C+1), boxes (B, Q, 4), shifts (B, 2) of the jitter in the normalised box
+# frame, (dx, dy): see `box_shift`) -> (B,) loss
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -78,7 +80,7 @@ def layout_objective(layouts: list[Layout], settings: InversionSettings) -> Obje
     """Z-step + set loss toward each layout, its boxes moved with the image's jitter."""
 
     def objective(logits: torch.Tensor, boxes: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-        moved = [_shifted(layout, shift) for layout, shift in zip(layouts, shifts, strict=True)]
+        moved = [layout.shifted(shift) for layout, shift in zip(layouts, shifts, strict=True)]
         z = pseudo_targets(logits.detach(), boxes.detach(), moved, settings.weights)
         return set_loss(logits, boxes, z, settings.terms, settings.weights)
 
@@ -111,12 +113,6 @@ def measure_set_loss(
     no_shift = torch.zeros(len(images), 2, device=device)
     moved = [layout.to(device) for layout in layouts]
     return layout_objective(moved, settings)(out.logits, out.pred_boxes, no_shift).cpu()
-
-
-def _shifted(layout: Layout, shift: torch.Tensor) -> Layout:
-    boxes = layout.boxes.clone()
-    boxes[:, :2] = (boxes[:, :2] + shift).clamp(0.0, 1.0)  # centres move with the image
-    return Layout(layout.labels, boxes, layout.image_id)
 
 
 def invert_layouts(
@@ -168,30 +164,32 @@ def optimize_images(
     schedule = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=settings.lr_step or settings.iterations + 1, gamma=settings.lr_gamma
     )
-    frame = torch.tensor([w, h], dtype=torch.float32, device=device)
     history = []
-    bar = tqdm(
-        range(settings.iterations), desc=label or "inverting", disable=not progress, leave=False
-    )
+    steps = range(settings.iterations)
+    bar = tqdm(steps, desc=label or "inverting", disable=not progress, leave=False)
     for iteration in bar:
         shifts = _draw_shifts(streams, settings.jitter)  # (B, 2) px, (dy, dx)
         out = detr(pixel_values=jitter(images, shifts))
-        loss = objective(out.logits, out.pred_boxes, shifts.flip(-1).to(device) / frame)  # (B,)
+        loss = objective(out.logits, out.pred_boxes, box_shift(shifts, image_size).to(device))
         optimizer.zero_grad(set_to_none=True)
         (loss + _penalty(images, settings)).sum().backward()
         optimizer.step()
         schedule.step()
-        with torch.no_grad():
-            sigma = settings.blur.sigma_at(iteration)
-            if sigma is not None:
-                images.copy_(blur(images, sigma))
-            pixels.clip_(images)
+        _blur_and_clip(images, pixels, settings.blur.sigma_at(iteration))
         history.append(loss.detach())
         if progress and iteration % 50 == 0:
             bar.set_postfix(loss=f"{loss.mean().item():.3f}")
     losses = torch.stack(history).cpu() if history else torch.zeros(0, len(keys))
     images_01 = pixels.to_pixels(images.detach()).cpu()
     return InversionResult(images_01, losses, time.perf_counter() - started)
+
+
+@torch.no_grad()
+def _blur_and_clip(images: torch.Tensor, pixels: PixelRange, sigma: float | None) -> None:
+    """In place, after each step: the scheduled blur when one is due, then the valid range."""
+    if sigma is not None:
+        images.copy_(blur(images, sigma))
+    pixels.clip_(images)
 
 
 def _penalty(images: torch.Tensor, settings: InversionSettings) -> torch.Tensor:

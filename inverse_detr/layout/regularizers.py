@@ -9,6 +9,7 @@ sees), total variation (kornia) and a p-norm penalty keep the optimised pixels i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import kornia
@@ -54,6 +55,12 @@ def jitter(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     )
 
 
+def box_shift(shifts: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """(B, 2) `jitter`'s (dy, dx) pixel shifts as (dx, dy) in DETR's normalised box frame."""
+    h, w = image_size
+    return shifts.flip(-1).float() / torch.tensor([w, h], dtype=torch.float32)
+
+
 def total_variation(images: torch.Tensor) -> torch.Tensor:
     """(B,) anisotropic L1 total variation per image: mean neighbour difference, summed over C."""
     return kornia.losses.total_variation(images, reduction="mean").sum(-1)  # (B, C) -> (B,)
@@ -67,7 +74,12 @@ def p_norm(images: torch.Tensor, p: float = 6.0) -> torch.Tensor:
 class PixelRange:
     """The normalised values a real image can hold: (0 − mean)/std … (1 − mean)/std per channel."""
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device=None) -> None:
+    def __init__(
+        self,
+        mean: Sequence[float] | torch.Tensor,
+        std: Sequence[float] | torch.Tensor,
+        device: torch.device | str | None = None,
+    ) -> None:
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.low, self.high = -self.mean / self.std, (1.0 - self.mean) / self.std

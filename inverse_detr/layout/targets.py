@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torchvision.ops import box_convert
+from pycocotools.coco import COCO
+from torchvision.ops import box_convert, clip_boxes_to_image
 
 from inverse_detr.data.coco import DataError, read_coco
 
@@ -41,6 +42,13 @@ class Layout:
     def as_hf_labels(self) -> dict[str, torch.Tensor]:
         """The target entry HF's matcher and loss expect."""
         return {"class_labels": self.labels, "boxes": self.boxes}
+
+    def shifted(self, shift: torch.Tensor) -> Layout:
+        """The layout moved by shift: (2,) normalised (dx, dy), e.g. a row of `box_shift`.
+        Centres are kept on the canvas; a jittered image wraps round, its boxes do not."""
+        boxes = self.boxes.clone()
+        boxes[:, :2] = (boxes[:, :2] + shift.to(boxes)).clamp(0.0, 1.0)
+        return Layout(self.labels, boxes, self.image_id)
 
     def pixel_boxes(self, size: tuple[int, int]) -> torch.Tensor:
         """(N, 4) xyxy boxes in pixels of an (H, W) canvas."""
@@ -80,38 +88,58 @@ def read_layouts(
     for image_id in sorted(coco.imgs):
         if n and len(layouts) == n:
             break
-        layout = _layout(coco, image_id, num_labels, max_objects, skipped)
+        try:
+            layout = _layout(coco, image_id, num_labels, max_objects, skipped)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise DataError(
+                f"{path}: image {image_id}: malformed entry ({_describe(err)})"
+            ) from None
         if layout is None:
             skipped["images without objects"] += 1
         else:
             layouts.append(layout)
     if not layouts:
         raise DataError(f"{path}: no usable layout (skipped: {dict(skipped) or 'no images'})")
-    names = {int(c["id"]): c["name"] for c in coco.dataset["categories"]}
+    try:
+        names = {int(c["id"]): str(c["name"]) for c in coco.dataset["categories"]}
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{path}: malformed category ({_describe(err)})") from None
     return LayoutSet(layouts, names, skipped)
 
 
-def _layout(coco, image_id: int, num_labels: int | None, max_objects: int, skipped: Counter):
+def _describe(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
+def _layout(
+    coco: COCO, image_id: int, num_labels: int | None, max_objects: int, skipped: Counter
+) -> Layout | None:
+    """The objects of `image_id` a detector can be asked for (boxes clipped to the image);
+    what is left out is counted in `skipped` by reason. None when nothing is left."""
     info = coco.imgs[image_id]
+    height, width = float(info["height"]), float(info["width"])
+    if min(height, width) <= 0:
+        raise ValueError(f"image size {width} × {height}")
     labels, boxes = [], []
     for ann in coco.imgToAnns.get(image_id, []):
-        x, y, w, h = ann["bbox"]
+        xywh = torch.tensor(ann["bbox"], dtype=torch.float32).view(1, 4)
+        xyxy = clip_boxes_to_image(box_convert(xywh, "xywh", "xyxy"), (height, width))[0]
+        side = float(min(xyxy[2] - xyxy[0], xyxy[3] - xyxy[1]))  # px, of the visible part
         if ann.get("iscrowd", 0):
             skipped["crowd regions"] += 1
-        elif min(w, h) <= MIN_BOX_SIDE:
+        elif side <= MIN_BOX_SIDE:
             skipped["degenerate boxes"] += 1
         elif num_labels is not None and not 0 <= ann["category_id"] < num_labels:
             skipped["categories the detector lacks"] += 1
         elif max_objects and len(labels) == max_objects:
             skipped["objects beyond the query count"] += 1
         else:
-            labels.append(ann["category_id"])
-            boxes.append([x, y, w, h])
+            labels.append(int(ann["category_id"]))
+            boxes.append(xyxy)
     if not labels:
         return None
-    size = torch.tensor([info["width"], info["height"]] * 2, dtype=torch.float32)
-    xywh = torch.tensor(boxes, dtype=torch.float32) / size  # (N, 4) normalised
-    cxcywh = box_convert(xywh, "xywh", "cxcywh").clamp(0.0, 1.0)
+    scale = torch.tensor([width, height, width, height])
+    cxcywh = box_convert(torch.stack(boxes) / scale, "xyxy", "cxcywh")  # (N, 4) normalised
     return Layout(torch.tensor(labels, dtype=torch.long), cxcywh, int(image_id))
 
 

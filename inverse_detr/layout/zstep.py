@@ -66,6 +66,7 @@ def pseudo_targets(
             )
     matcher = HungarianMatcher(class_cost=weights.ce, bbox_cost=weights.l1, giou_cost=weights.giou)
     outputs = {"logits": logits.float(), "pred_boxes": boxes.float()}
+    layouts = [layout.to(logits.device) for layout in layouts]
     pairs = matcher(outputs, [layout.as_hf_labels() for layout in layouts])
     classes = logits.new_full((batch, queries), width - 1, dtype=torch.long)
     target_boxes = torch.zeros_like(boxes)

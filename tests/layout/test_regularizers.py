@@ -7,10 +7,12 @@ from inverse_detr.layout.regularizers import (
     BlurSchedule,
     PixelRange,
     blur,
+    box_shift,
     jitter,
     p_norm,
     total_variation,
 )
+from inverse_detr.layout.targets import Layout
 
 
 def high_frequency_energy(images: torch.Tensor) -> float:
@@ -45,6 +47,18 @@ def test_jitter_moves_each_image_by_its_own_shift():
     moved = jitter(images, torch.tensor([[2, -3], [-1, 4]]))
     assert moved[0, :, 7, 4].eq(1).all() and moved[1, :, 4, 11].eq(1).all()
     assert moved.sum() == images.sum()  # a roll: nothing lost
+
+
+def test_jittered_boxes_follow_the_jittered_image():
+    h, w = 32, 48
+    images = torch.zeros(1, 3, h, w)
+    images[0, :, 10, 20] = 1.0  # one bright pixel: a 1-px object centred at (20.5, 10.5)
+    target = Layout(torch.tensor([1]), torch.tensor([[20.5 / w, 10.5 / h, 1 / w, 1 / h]]), 0)
+    shifts = torch.tensor([[3, -5]])  # (dy, dx)
+    moved = jitter(images, shifts)
+    y, x = (moved[0, 0] == 1).nonzero()[0].tolist()
+    centre = target.shifted(box_shift(shifts, (h, w))[0]).boxes[0, :2]
+    assert torch.allclose(centre, torch.tensor([(x + 0.5) / w, (y + 0.5) / h]))
 
 
 def test_clipping_holds_the_range_of_real_images():

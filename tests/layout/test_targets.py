@@ -32,6 +32,7 @@ def test_layouts_are_normalised_and_skips_counted(tmp_path):
         tmp_path,
         [
             ann(1, 1, [20, 10, 40, 50]),
+            ann(1, 1, [180, 80, 40, 40]),  # sticks out: clipped to [180, 80, 200, 100]
             ann(1, 1, [0, 0, 0.5, 30]),  # degenerate
             ann(1, 1, [0, 0, 10, 10], crowd=1),
             ann(1, 9, [5, 5, 10, 10]),  # beyond the detector's classes
@@ -41,15 +42,17 @@ def test_layouts_are_normalised_and_skips_counted(tmp_path):
     found = read_layouts(path, num_labels=7)
     assert len(found.layouts) == 1 and found.names == {1: "circle", 9: "kite"}
     (layout,) = found.layouts
-    assert layout.labels.tolist() == [1]
-    assert torch.allclose(layout.boxes, torch.tensor([[0.2, 0.35, 0.2, 0.5]]))
+    assert layout.labels.tolist() == [1, 1]
+    assert torch.allclose(
+        layout.boxes, torch.tensor([[0.2, 0.35, 0.2, 0.5], [0.95, 0.9, 0.1, 0.2]])
+    )
     assert found.skipped == {
         "degenerate boxes": 1,
         "crowd regions": 1,
         "categories the detector lacks": 2,
         "images without objects": 1,
     }
-    assert "1 layouts (1 objects)" in found.summary()
+    assert "1 layouts (2 objects)" in found.summary()
 
 
 def test_unusable_files_are_one_line_errors(tmp_path):
@@ -59,6 +62,10 @@ def test_unusable_files_are_one_line_errors(tmp_path):
     path = coco_file(tmp_path, [ann(1, 1, [0, 0, 5, 5])], with_ids=False)
     with pytest.raises(DataError, match=r"malformed COCO entry \(KeyError: 'id'\)"):
         read_layouts(path)
+    for bbox in ([0, 0, 5], "0 0 5 5", None):
+        path = coco_file(tmp_path, [ann(1, 1, bbox)])
+        with pytest.raises(DataError, match=r"instances.json: image 1: malformed entry"):
+            read_layouts(path)
 
 
 def test_real_coco_layouts_round_trip_through_a_canvas_file(coco128, tmp_path):

@@ -84,3 +84,15 @@ def test_perfect_predictions_have_no_box_loss_and_each_image_its_own_loss():
     alone = set_loss(logits[1:], boxes[1:], pseudo_targets(logits[1:], boxes[1:], LAYOUTS[1:]))
     assert torch.allclose(together[1:], alone)
     assert (together > 0).all()
+
+
+def test_one_image_loss_is_detrs_own_set_loss():
+    from transformers import DetrConfig
+    from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
+
+    logits, boxes = random_outputs(batch=1)
+    config = DetrConfig(num_labels=NO_OBJECT, auxiliary_loss=False)
+    labels = [LAYOUTS[1].as_hf_labels()]
+    theirs, _, _ = ForObjectDetectionLoss(logits, labels, logits.device, boxes, config)
+    ours = set_loss(logits, boxes, pseudo_targets(logits, boxes, LAYOUTS[1:]))
+    assert torch.allclose(ours, theirs.view(1), atol=1e-5)
