@@ -55,12 +55,13 @@ from inverse_detr.layout.transfer import (
 )
 
 
-def load_detectors(cfg: DictConfig, device: str) -> list[Detector]:
-    """The main detector (`model`) first, then `layout.detectors`, under unique short names."""
+def load_detectors(cfg: DictConfig, device: str, others: bool = True) -> list[Detector]:
+    """The main detector (`model`) first, then (with `others`) `layout.detectors`, under
+    unique short names."""
     if cfg.model.name == "random":
         raise ConfigError("invert_layout needs a trained DETR: model=<directory or hub id>")
     detectors: list[Detector] = []
-    for name in [cfg.model.name, *cfg.layout.detectors]:
+    for name in [cfg.model.name, *(cfg.layout.detectors if others else [])]:
         detr = load_detr(name).to(device)
         short = Path(str(name).rstrip("/")).name
         if short in {d.name for d in detectors}:
@@ -115,7 +116,7 @@ def invert_layout(cfg: DictConfig) -> Path:
 def visualise_query(cfg: DictConfig) -> Path:
     """Single-query visualisation of `layout.query` for each of `layout.categories`, and the
     context the detector reports around it; returns the output folder."""
-    detector = load_detectors(cfg, device_for(cfg))[0]
+    (detector,) = load_detectors(cfg, device_for(cfg), others=False)
     query, names = cfg.layout.query, named_categories(detector.detr)
     _check_query(cfg, detector, names)
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
@@ -198,7 +199,7 @@ def evaluate_inversions(
     layouts, batch_size = layout_set.layouts, cfg.layout.batch_size
     matrix = transfer_matrix(inverted, detectors, layouts, size, batch_size)
     for detector in detectors:
-        own = detect(detector, inverted[detector.name], batch_size)
+        own = matrix.detections[detector.name, detector.name]
         write_detections(own, size, out / detector.name / "detections.json")
         if cfg.layout.report:
             figure = layout_grid(inverted[detector.name], layouts, layout_set.names, own)

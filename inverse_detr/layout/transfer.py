@@ -63,11 +63,13 @@ def layout_ap(
 
 @dataclass
 class TransferMatrix:
-    """AP of images inverted with `rows` (detector names) as read by `columns`."""
+    """AP of images inverted with `rows` (detector names) as read by `columns`; detections:
+    (inverted with, tested with) → the tested detector's outputs on those images."""
 
     rows: list[str]
     columns: list[str]
     scores: list[list[APScores]] = field(default_factory=list)
+    detections: dict[tuple[str, str], Detections] = field(default_factory=dict)
 
     def values(self, metric: str = "ap50") -> list[list[float]]:
         return [[getattr(s, metric) for s in row] for row in self.scores]
@@ -99,8 +101,9 @@ def transfer_matrix(
     inverted: inverting detector's name → (N, 3, H, W) [0, 1] images, image i for layout i.
     """
     matrix = TransferMatrix(list(inverted), [d.name for d in detectors])
-    for images in inverted.values():
-        matrix.scores.append(
-            [layout_ap(detect(d, images, batch_size), layouts, size) for d in detectors]
-        )
+    for row, images in inverted.items():
+        for d in detectors:
+            matrix.detections[row, d.name] = detect(d, images, batch_size)
+        scores = [layout_ap(matrix.detections[row, d.name], layouts, size) for d in detectors]
+        matrix.scores.append(scores)
     return matrix
