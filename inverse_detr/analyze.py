@@ -29,9 +29,9 @@ from inverse_detr.analysis.color import prototype_hues
 from inverse_detr.analysis.report import write_report
 from inverse_detr.analysis.subset import ImageSet, fixed_subset
 from inverse_detr.analysis.suite import Options, Result, run_analyses, save_outputs, scalars
-from inverse_detr.build import data_splits
 from inverse_detr.config import load_config
 from inverse_detr.data.coco import CocoDetection
+from inverse_detr.data.splits import data_splits
 from inverse_detr.errors import USER_ERRORS
 from inverse_detr.export import Inverter, load_inverter
 

@@ -49,10 +49,12 @@ from inverse_detr.bench_report import (
     print_tables,
     variant_ratios,
 )
-from inverse_detr.build import build_datamodule, build_detr, build_inversion_module, chain_spec
 from inverse_detr.config import ConfigError, load_config
-from inverse_detr.data.datamodule import Batch, DetectionDataModule, collate
+from inverse_detr.data.batch import Batch, collate
+from inverse_detr.detectors.build import build_detr, chain_spec
 from inverse_detr.errors import USER_ERRORS
+from inverse_detr.lit.build import build_inversion_module
+from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule
 from inverse_detr.lit.inversion import InversionModule
 from inverse_detr.timing import (
     PeakMemory,

@@ -16,11 +16,12 @@ from dataclasses import replace
 import torch
 from omegaconf import DictConfig
 
-from inverse_detr.build import data_splits, inversion_settings
 from inverse_detr.config import ConfigError
-from inverse_detr.detr import image_normalization, load_detr
+from inverse_detr.data.splits import data_splits
+from inverse_detr.detectors.detr import image_normalization, load_detr
 from inverse_detr.layout.optimize import invert_layouts
 from inverse_detr.layout.regularizers import PixelRange
+from inverse_detr.layout.settings import inversion_settings
 from inverse_detr.layout.targets import read_layouts
 from inverse_detr.timing import machine, median
 

@@ -4,7 +4,7 @@ from inverse_detr.analysis.subset import AnalysisError
 from inverse_detr.checkpointing import CheckpointError
 from inverse_detr.config import ConfigError
 from inverse_detr.data.coco import DataError
-from inverse_detr.detr import DetrLoadError
+from inverse_detr.detectors.detr import DetrLoadError
 from inverse_detr.export import InverterError
 from inverse_detr.lit.guards import NonFiniteLossError
 

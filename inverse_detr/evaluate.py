@@ -13,9 +13,10 @@ import torch
 from omegaconf import DictConfig
 
 from inverse_detr.analysis.metrics import APScores, evaluate_detector
-from inverse_detr.build import build_datamodule, build_detr
 from inverse_detr.config import ConfigError, load_config
+from inverse_detr.detectors.build import build_detr
 from inverse_detr.errors import USER_ERRORS
+from inverse_detr.lit.datamodule import build_datamodule
 
 
 def evaluate(cfg: DictConfig) -> tuple[APScores, dict[int, str]]:

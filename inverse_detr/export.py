@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 from transformers import DetrForObjectDetection
 
 from inverse_detr.data.transforms import DetrTransform
-from inverse_detr.detr import detr_signature, forward_embeddings, load_detr, local_dir
-from inverse_detr.embeddings import ForwardEmbeddings
+from inverse_detr.detectors.detr import detr_signature, forward_embeddings, load_detr, local_dir
 from inverse_detr.inverse.chain import InverseChain
+from inverse_detr.inverse.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.spec import ChainSpec, build_chain
 
 FORMAT = "inverse_detr.inverter"

@@ -32,9 +32,9 @@ from torchvision.ops import box_convert
 from torchvision.utils import save_image
 
 from inverse_detr.analysis.plots import grouped_bars, heatmaps, reconstruction_grid
-from inverse_detr.build import data_splits, inversion_settings
 from inverse_detr.config import ConfigError, load_config
-from inverse_detr.detr import image_normalization, load_detr, local_dir
+from inverse_detr.data.splits import data_splits
+from inverse_detr.detectors.detr import image_normalization, load_detr, local_dir
 from inverse_detr.errors import USER_ERRORS
 from inverse_detr.layout.context import (
     ContextStats,
@@ -45,6 +45,7 @@ from inverse_detr.layout.context import (
 from inverse_detr.layout.optimize import InversionResult, InversionSettings, invert_layouts
 from inverse_detr.layout.plots import layout_grid
 from inverse_detr.layout.regularizers import PixelRange
+from inverse_detr.layout.settings import inversion_settings
 from inverse_detr.layout.targets import LayoutSet, read_layouts, write_coco
 from inverse_detr.layout.transfer import (
     Detections,

@@ -43,13 +43,6 @@ from omegaconf import DictConfig
 
 from inverse_detr.analysis.plots import reconstruction_grid
 from inverse_detr.analysis.suite import Options
-from inverse_detr.build import (
-    build_datamodule,
-    build_detr,
-    build_inversion_module,
-    build_transform,
-    chain_spec,
-)
 from inverse_detr.callbacks import AnalysisCallback
 from inverse_detr.checkpointing import (
     AtomicCheckpointIO,
@@ -58,8 +51,8 @@ from inverse_detr.checkpointing import (
     check_resumable,
 )
 from inverse_detr.config import ConfigError, load_config, save_config
-from inverse_detr.data.datamodule import DetectionDataModule
-from inverse_detr.detr import (
+from inverse_detr.detectors.build import build_detr, build_transform, chain_spec
+from inverse_detr.detectors.detr import (
     autocast_backbone,
     forward_embeddings,
     image_normalization,
@@ -69,6 +62,8 @@ from inverse_detr.detr import (
 from inverse_detr.errors import USER_ERRORS
 from inverse_detr.export import export_inverter, load_inverter
 from inverse_detr.inverse.spec import build_chain
+from inverse_detr.lit.build import build_inversion_module
+from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule
 from inverse_detr.lit.inversion import InversionModule
 from inverse_detr.lit.joint import JOINT_STAGES, JointModule
 from inverse_detr.loggers import build_logger, finish_logger

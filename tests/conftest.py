@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inverse_detr.detr import detr_signature, random_detr
+from inverse_detr.detectors.detr import detr_signature, random_detr
 from inverse_detr.inverse.chain import STAGES
 from inverse_detr.inverse.spec import ChainSpec
 

@@ -35,7 +35,7 @@ def test_shipped_inverse_modules_beat_the_mean_image(shapes_val_images):
 @pytest.fixture(scope="module")
 def shapes_val_images() -> torch.Tensor:
     """(32, 3, 128, 128) RGB in [0, 1]: the first default shapes-world val images."""
-    from inverse_detr.build import build_datamodule
+    from inverse_detr.lit.datamodule import build_datamodule
 
     cfg = load_config(["data.num_workers=0", "data.max_val_images=32", "data.batch_size=32"])
     datamodule = build_datamodule(cfg.data, cfg.model.name)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inverse_detr.detr import (
+from inverse_detr.detectors.detr import (
     DetrLoadError,
     backbone_stride,
     detection_loss,

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, DetrTransform
-from inverse_detr.detr import forward_embeddings, load_detr, random_detr
-from inverse_detr.embeddings import ForwardEmbeddings
+from inverse_detr.detectors.detr import forward_embeddings, load_detr, random_detr
 from inverse_detr.export import InverterError, export_inverter, load_inverter
 from inverse_detr.inverse.chain import STAGES, InverseChain
+from inverse_detr.inverse.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.spec import ChainSpec, build_chain
 
 SIZE = (64, 64)

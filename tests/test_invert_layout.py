@@ -2,10 +2,10 @@
 
 import json
 
-from inverse_detr.build import inversion_settings
 from inverse_detr.config import load_config
 from inverse_detr.invert_layout import main
 from inverse_detr.layout.optimize import InversionSettings
+from inverse_detr.layout.settings import inversion_settings
 
 DATA_KEYS = ("data.", "out_dir")
 

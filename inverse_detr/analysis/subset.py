@@ -15,8 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from inverse_detr.data.coco import CocoDetection, Target
-from inverse_detr.detr import forward_embeddings
-from inverse_detr.embeddings import ForwardEmbeddings
+from inverse_detr.detectors.detr import forward_embeddings
+from inverse_detr.inverse.embeddings import ForwardEmbeddings
 
 if TYPE_CHECKING:
     from inverse_detr.export import Inverter

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from inverse_detr.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.backbone import InverseBackbone
 from inverse_detr.inverse.decoder import InverseDecoder
+from inverse_detr.inverse.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.encoder import InverseEncoder
 from inverse_detr.inverse.head import InverseHead
 

@@ -20,10 +20,10 @@ from torchmetrics import MeanSquaredError
 from torchmetrics.image import PeakSignalNoiseRatio
 from transformers import DetrForObjectDetection
 
-from inverse_detr.data.datamodule import Batch
-from inverse_detr.detr import forward_embeddings
-from inverse_detr.embeddings import ForwardEmbeddings
+from inverse_detr.data.batch import Batch
+from inverse_detr.detectors.detr import forward_embeddings
 from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES, fit_to_size
+from inverse_detr.inverse.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.spec import ChainSpec, build_chain
 from inverse_detr.lit.guards import NonFiniteGuard
 

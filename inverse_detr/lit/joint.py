@@ -15,10 +15,10 @@ from torchmetrics import MeanMetric
 from transformers import DetrForObjectDetection
 
 from inverse_detr.analysis.metrics import APScores, ap_metric, detection_targets, detr_predictions
-from inverse_detr.data.datamodule import Batch
-from inverse_detr.detr import detection_loss, forward_embeddings
-from inverse_detr.embeddings import ForwardEmbeddings
+from inverse_detr.data.batch import Batch
+from inverse_detr.detectors.detr import detection_loss, forward_embeddings
 from inverse_detr.inverse.chain import InverseChain
+from inverse_detr.inverse.embeddings import ForwardEmbeddings
 from inverse_detr.lit.guards import NonFiniteGuard
 from inverse_detr.lit.inversion import masked_mse, zero_loss
 

@@ -9,7 +9,7 @@ from inverse_detr.analysis.subset import ImageSet, fixed_subset
 from inverse_detr.data.coco import CocoDetection
 from inverse_detr.data.shapes import ensure_shapes_world
 from inverse_detr.data.transforms import DetrTransform
-from inverse_detr.detr import load_detr
+from inverse_detr.detectors.detr import load_detr
 from inverse_detr.export import Inverter
 from inverse_detr.inverse.spec import build_chain
 

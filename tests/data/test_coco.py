@@ -10,9 +10,11 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from inverse_detr.data.batch import collate
 from inverse_detr.data.coco import CocoDetection, DataError
-from inverse_detr.data.datamodule import DetectionDataModule, Split, collate
+from inverse_detr.data.splits import Split
 from inverse_detr.data.transforms import DetrTransform
+from inverse_detr.lit.datamodule import DetectionDataModule
 
 
 def _rle(mask: np.ndarray) -> dict:

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import inverse_detr.inverse as inverse_package
-from inverse_detr.embeddings import ForwardEmbeddings
 from inverse_detr.inverse import (
     STAGES,
     InverseBackbone,
@@ -18,6 +17,7 @@ from inverse_detr.inverse import (
     InverseEncoder,
     InverseHead,
 )
+from inverse_detr.inverse.embeddings import ForwardEmbeddings
 
 B, D, Q, C1, STRIDE = 2, 32, 5, 7, 16  # batch, d_model, queries, classes + 1, backbone stride
 L_ENC, L_DEC = 2, 2  # forward layers; the inverse modules have their own (one) layer

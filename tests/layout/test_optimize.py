@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from inverse_detr.detr import image_normalization, load_detr
+from inverse_detr.detectors.detr import image_normalization, load_detr
 from inverse_detr.layout.context import context_statistics, single_query_images
 from inverse_detr.layout.optimize import (
     InversionSettings,

@@ -10,9 +10,9 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from inverse_detr.data.datamodule import Batch
+from inverse_detr.data.batch import Batch
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from inverse_detr.detr import load_detr
+from inverse_detr.detectors.detr import load_detr
 from inverse_detr.inverse.chain import STAGES
 from inverse_detr.lit.inversion import InversionModule, _MeanImageBaseline, masked_mse
 

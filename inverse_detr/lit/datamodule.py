@@ -1,73 +1,17 @@
-"""Batches of DETR inputs: a collate that stacks images and keeps targets as lists."""
+"""The Lightning data module: train/val loaders over COCO-format splits."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import lightning.pytorch as pl
 import torch
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from inverse_detr.data.coco import CocoDetection, Sample, Target
+from inverse_detr.data.batch import Batch, collate
+from inverse_detr.data.coco import CocoDetection
+from inverse_detr.data.splits import Split, data_splits
 from inverse_detr.data.transforms import DetrTransform
-
-
-@dataclass
-class Batch:
-    """A collated batch.
-
-    pixel_values: (B, 3, H, W) normalised images;  pixel_mask: (B, H, W) long, 1 = real pixel
-    targets: B `Target`s;  skipped: unreadable images dropped from this batch
-    """
-
-    pixel_values: torch.Tensor
-    pixel_mask: torch.Tensor
-    targets: list[Target]
-    skipped: int = 0
-
-    def __len__(self) -> int:
-        return self.pixel_values.shape[0]
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(
-            self.pixel_values.to(device, non_blocking=non_blocking),
-            self.pixel_mask.to(device, non_blocking=non_blocking),
-            [t.to(device, non_blocking=non_blocking) for t in self.targets],
-            self.skipped,
-        )
-
-    def pin_memory(self) -> Batch:
-        """Called by DataLoader(pin_memory=True) on custom batch types."""
-        return Batch(
-            self.pixel_values.pin_memory(), self.pixel_mask.pin_memory(), self.targets, self.skipped
-        )
-
-
-def collate(samples: list[Sample | None]) -> Batch:
-    """Stack images of equal size; drop and count the `None`s of skipped bad images."""
-    kept = [s for s in samples if s is not None]
-    if not kept:
-        return Batch(
-            torch.empty(0, 3, 1, 1),
-            torch.empty(0, 1, 1, dtype=torch.long),
-            [],
-            skipped=len(samples),
-        )
-    return Batch(
-        pixel_values=torch.stack([s.pixel_values for s in kept]),
-        pixel_mask=torch.stack([s.pixel_mask for s in kept]),
-        targets=[s.target for s in kept],
-        skipped=len(samples) - len(kept),
-    )
-
-
-@dataclass(frozen=True)
-class Split:
-    """Where one split lives: its image folder and COCO instances file."""
-
-    images: Path
-    annotations: Path
+from inverse_detr.detectors.build import build_transform
 
 
 class DetectionDataModule(pl.LightningDataModule):
@@ -136,3 +80,21 @@ class DetectionDataModule(pl.LightningDataModule):
 
     def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int):
         return batch.to(device, non_blocking=True)
+
+
+def build_datamodule(
+    data: DictConfig, model_name: str, with_masks: bool = False
+) -> DetectionDataModule:
+    train, val = data_splits(data)
+    return DetectionDataModule(
+        train,
+        val,
+        build_transform(data, model_name),
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        pin_memory=data.pin_memory,
+        on_bad_image=data.on_bad_image,
+        max_train_images=data.max_train_images,
+        max_val_images=data.max_val_images,
+        with_masks=with_masks,
+    )

@@ -1,22 +1,22 @@
-"""Config sections → objects: a helper of the entry points, the one place besides them that
-reads the config tree. Everything it builds takes explicit typed arguments, so notebooks can
-build the same objects without a config."""
+"""Config sections → a DETR, its input transform and the inverse chain sized for it.
+
+Everything built here takes explicit typed arguments underneath, so notebooks can build the same
+objects without a config.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 from transformers import DetrForObjectDetection
 
 from inverse_detr.config import ConfigError
-from inverse_detr.data.datamodule import DetectionDataModule, Split
-from inverse_detr.data.shapes import SHAPE_CLASSES, ensure_shapes_world
+from inverse_detr.data.shapes import SHAPE_CLASSES
 from inverse_detr.data.transforms import DetrTransform
-from inverse_detr.detr import (
+from inverse_detr.detectors.detr import (
     backbone_stride,
     detr_signature,
     freeze,
@@ -25,9 +25,6 @@ from inverse_detr.detr import (
     random_detr,
 )
 from inverse_detr.inverse.spec import ChainSpec
-from inverse_detr.layout.optimize import InversionSettings
-from inverse_detr.layout.regularizers import BlurSchedule
-from inverse_detr.lit.inversion import InversionModule
 
 log = logging.getLogger(__name__)
 
@@ -62,53 +59,11 @@ def _shapes_labels(num_labels: int) -> dict[int, str]:
     return {i: names.get(i, f"class_{i}") for i in range(num_labels)}
 
 
-def data_splits(data: DictConfig) -> tuple[Split, Split]:
-    """(train, val) locations; the shapes world is generated on first use."""
-    if data.kind == "shapes":
-        try:
-            world = ensure_shapes_world(
-                Path(data.cache_dir).expanduser(),
-                data.shapes.train,
-                data.shapes.val,
-                size=data.shapes.size,
-                seed=data.shapes.seed,
-                num_classes=data.shapes.classes,
-            )
-        except ValueError as err:  # the generator's own argument checks
-            raise ConfigError(f"config section 'data.shapes': {err}") from None
-        return Split(*world.split("train")), Split(*world.split("val"))
-    if not data.root:
-        raise ConfigError("data.kind=coco needs data.root: the folder holding the COCO images")
-    root = Path(data.root).expanduser()
-    return (
-        Split(root / data.train_images, root / data.train_annotations),
-        Split(root / data.val_images, root / data.val_annotations),
-    )
-
-
 def build_transform(data: DictConfig, model_name: str) -> DetrTransform:
     """Resize as configured, normalise with the DETR's own image-processor statistics."""
     mean, std = image_normalization(model_name) if model_name != "random" else (None, None)
     kwargs = {"mean": mean, "std": std} if mean else {}
     return DetrTransform(tuple(data.image_size), data.resize, **kwargs)
-
-
-def build_datamodule(
-    data: DictConfig, model_name: str, with_masks: bool = False
-) -> DetectionDataModule:
-    train, val = data_splits(data)
-    return DetectionDataModule(
-        train,
-        val,
-        build_transform(data, model_name),
-        batch_size=data.batch_size,
-        num_workers=data.num_workers,
-        pin_memory=data.pin_memory,
-        on_bad_image=data.on_bad_image,
-        max_train_images=data.max_train_images,
-        max_val_images=data.max_val_images,
-        with_masks=with_masks,
-    )
 
 
 def chain_spec(inverse: DictConfig, detr: DetrForObjectDetection) -> ChainSpec:
@@ -142,43 +97,4 @@ def chain_spec(inverse: DictConfig, detr: DetrForObjectDetection) -> ChainSpec:
         decoder_ffn=inverse.ffn_dim or config.decoder_ffn_dim,
         head_hidden=tuple(inverse.head_hidden),
         head_soft=inverse.head_soft,
-    )
-
-
-def build_inversion_module(
-    cfg: DictConfig, detr: DetrForObjectDetection, spec: ChainSpec, compile: bool | None = None
-) -> InversionModule:
-    """The module `python -m inverse_detr.train` trains (the benchmark times the same one);
-    compile: overrides `cfg.trainer.compile`."""
-    mean, std = image_normalization(cfg.model.name)
-    return InversionModule(
-        detr,
-        spec,
-        mean,
-        std,
-        lr=dict(cfg.inverse.lr),
-        weight_decay=cfg.inverse.weight_decay,
-        schedule=cfg.inverse.schedule,
-        compile=cfg.trainer.compile if compile is None else compile,
-        on_nonfinite=cfg.trainer.on_nonfinite,
-    )
-
-
-def inversion_settings(layout: DictConfig, seed: int) -> InversionSettings:
-    """The layout optimiser's settings from the config's `layout` section."""
-    blur = BlurSchedule(layout.blur_sigma, layout.blur_decay, layout.blur_every, layout.blur_floor)
-    return InversionSettings(
-        iterations=layout.iterations,
-        lr=layout.lr,
-        momentum=layout.momentum,
-        lr_step=layout.lr_step,
-        lr_gamma=layout.lr_gamma,
-        blur=blur,
-        jitter=layout.jitter,
-        tv_weight=layout.tv_weight,
-        p_norm_weight=layout.p_norm_weight,
-        p=layout.p,
-        init_std=layout.init_std,
-        terms=layout.loss,
-        seed=seed,
     )

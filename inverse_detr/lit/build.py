@@ -1,0 +1,30 @@
+"""Config → the LightningModule that `python -m inverse_detr.train` trains (the benchmark times
+the same one)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+from transformers import DetrForObjectDetection
+
+from inverse_detr.detectors.detr import image_normalization
+from inverse_detr.inverse.spec import ChainSpec
+from inverse_detr.lit.inversion import InversionModule
+
+
+def build_inversion_module(
+    cfg: DictConfig, detr: DetrForObjectDetection, spec: ChainSpec, compile: bool | None = None
+) -> InversionModule:
+    """The module `python -m inverse_detr.train` trains (the benchmark times the same one);
+    compile: overrides `cfg.trainer.compile`."""
+    mean, std = image_normalization(cfg.model.name)
+    return InversionModule(
+        detr,
+        spec,
+        mean,
+        std,
+        lr=dict(cfg.inverse.lr),
+        weight_decay=cfg.inverse.weight_decay,
+        schedule=cfg.inverse.schedule,
+        compile=cfg.trainer.compile if compile is None else compile,
+        on_nonfinite=cfg.trainer.on_nonfinite,
+    )
