@@ -56,7 +56,7 @@ from inverse_detr.errors import USER_ERRORS
 from inverse_detr.lit.build import build_inversion_module
 from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule
 from inverse_detr.lit.inversion import InversionModule
-from inverse_detr.timing import (
+from inverse_detr.lit.timing import (
     PeakMemory,
     Probe,
     RoundRobin,

@@ -23,7 +23,7 @@ from inverse_detr.layout.optimize import invert_layouts
 from inverse_detr.layout.regularizers import PixelRange
 from inverse_detr.layout.settings import inversion_settings
 from inverse_detr.layout.targets import read_layouts
-from inverse_detr.timing import machine, median
+from inverse_detr.lit.timing import machine, median
 
 TIMED_ITERATIONS = 10  # per timing: enough to cover one periodic blur
 BATCH_GOAL = 8.0

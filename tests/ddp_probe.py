@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from inverse_detr.config import load_config
-from inverse_detr.train import run
+from inverse_detr.lit.run import run
 
 
 class SaveRankState(Callback):

@@ -23,12 +23,12 @@ from PIL import Image
 
 import inverse_detr.train as train
 from inverse_detr import load_inverter
-from inverse_detr.checkpointing import atomic_save, read_checkpoint
 from inverse_detr.config import load_config
 from inverse_detr.data.transforms import DetrTransform
 from inverse_detr.detectors.detr import load_detr
 from inverse_detr.export import export_inverter
 from inverse_detr.inverse.spec import build_chain
+from inverse_detr.lit.checkpointing import atomic_save, read_checkpoint
 from inverse_detr.lit.inversion import InversionModule
 from inverse_detr.lit.joint import JointModule
 

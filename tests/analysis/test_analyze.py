@@ -9,7 +9,7 @@ import pytest
 from inverse_detr.analyze import main
 from inverse_detr.config import load_config
 from inverse_detr.export import export_inverter
-from inverse_detr.train import run
+from inverse_detr.lit.run import run
 
 FIGURES = {
     "stage_mse.png",

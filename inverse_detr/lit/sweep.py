@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from inverse_detr.analysis.plots import tradeoff_plot
 
 if TYPE_CHECKING:
-    from inverse_detr.train import RunResult
+    from inverse_detr.lit.run import RunResult
 
 COLUMNS = ("val/ap", "val/ap50", "val/ap75", "val/rec_mse")
 SWEEP_NAME_ENV = "INVERSE_DETR_SWEEP_NAME"

@@ -1,0 +1,234 @@
+"""One training run (or a λ sweep's runs) of `python -m inverse_detr.train`: build the job the
+config asks for, fit it with Lightning, export the best weights into the run folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import (
+    Callback,
+)
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+
+from inverse_detr.analysis.plots import reconstruction_grid
+from inverse_detr.analysis.suite import Options
+from inverse_detr.config import ConfigError, save_config
+from inverse_detr.detectors.build import build_detr, build_transform, chain_spec
+from inverse_detr.detectors.detr import (
+    autocast_backbone,
+    forward_embeddings,
+    image_normalization,
+    save_detr,
+    trainable_from_scratch,
+)
+from inverse_detr.export import export_inverter, load_inverter
+from inverse_detr.inverse.spec import build_chain
+from inverse_detr.lit.build import build_inversion_module
+from inverse_detr.lit.callbacks import AnalysisCallback
+from inverse_detr.lit.checkpointing import (
+    Preempted,
+    check_resumable,
+)
+from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule
+from inverse_detr.lit.inversion import InversionModule
+from inverse_detr.lit.joint import JOINT_STAGES, JointModule
+from inverse_detr.lit.loggers import finish_logger
+from inverse_detr.lit.trainer import build_trainer, run_dir_for
+
+log = logging.getLogger("inverse_detr.train")  # the name users filter logs by
+# the frozen DETR is in eval mode on purpose; Lightning warns about it on every run
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+@dataclass
+class Job:
+    """What `run` trains: the module, the metric that picks the best checkpoint, and what to
+    write into the run folder afterwards (on rank zero, with the best weights loaded)."""
+
+    module: pl.LightningModule
+    monitor: str
+    monitor_mode: str
+    finish: Callable[[Path], None]
+    grid_stages: tuple[str, ...]
+
+
+def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
+    detr = build_detr(cfg.model, cfg.seed)
+    detr_name = cfg.model.name
+    if detr_name == "random":  # keep the exact random DETR, so the export can be reloaded
+        detr_name = "detr"
+        _on_rank_zero(detr.save_pretrained, run_dir / "export" / "detr")
+    spec = chain_spec(cfg.inverse, detr)
+    module = build_inversion_module(cfg, detr, spec)
+    transform = build_transform(cfg.data, cfg.model.name)
+
+    def finish(out: Path) -> None:
+        export_inverter(module.chain, spec, transform, detr_name, out / "export")
+
+    return Job(module, "val/loss", "min", finish, tuple(module.image_stages))
+
+
+def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
+    j = cfg.joint
+    detr = build_detr(cfg.model, cfg.seed, frozen=False)
+    if j.from_scratch:
+        trainable_from_scratch(detr)
+    if j.backbone_bf16:
+        autocast_backbone(detr)
+    spec = replace(chain_spec(cfg.inverse, detr), stages=JOINT_STAGES)
+    if j.init_inverse:
+        loaded = load_inverter(j.init_inverse, detr=detr)
+        chain, spec = loaded.chain, loaded.spec
+    else:
+        chain = build_chain(spec)
+    mean, std = image_normalization(cfg.model.name)
+    module = JointModule(
+        detr,
+        chain,
+        mean,
+        std,
+        lam=j.lam,
+        lr_backbone=j.lr_backbone,
+        lr_transformer=j.lr_transformer,
+        lr_inverse=j.lr_inverse,
+        weight_decay=j.weight_decay,
+        on_nonfinite=cfg.trainer.on_nonfinite,
+    )
+    transform = build_transform(cfg.data, cfg.model.name)
+
+    def finish(out: Path) -> None:
+        save_detr(module.detr, out / "detr", mean, std)
+        export_inverter(module.chain, spec, transform, "../detr", out / "export")
+
+    return Job(module, "val/ap50", "max", finish, ("decoder",) if j.lam > 0 else ())
+
+
+@dataclass
+class RunResult:
+    """A finished run: its folder and the final validation metrics (the same on every rank)."""
+
+    run_dir: Path
+    metrics: dict[str, float]
+
+
+def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
+    """Train as `cfg` says; validate the exported (best) weights once more at the end."""
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = run_dir_for(cfg)
+    _on_rank_zero(save_config, cfg, run_dir / "config.yaml")
+    job = (_joint_job if cfg.mode == "joint" else _inversion_job)(cfg, run_dir)
+    datamodule = build_datamodule(cfg.data, cfg.model.name)
+    check_labels(datamodule.dataset("train"), job.module.detr)
+    resume = _resume_path(cfg, run_dir)
+    if resume:
+        check_resumable(Path(resume), job.module)
+    callbacks = [*(callbacks or []), *analysis_callbacks(cfg, run_dir)]
+    trainer = build_trainer(cfg, run_dir, callbacks, job.monitor, job.monitor_mode)
+    try:
+        trainer.fit(job.module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except SIGTERMException:
+        raise Preempted(
+            f"SIGTERM at step {trainer.global_step}; saved {run_dir / 'checkpoints' / 'last.ckpt'}"
+            f"; continue with the same arguments and run_name={run_dir.name} resume=last"
+        ) from None
+    _load_best(job.module, trainer)
+    # metrics.json describes the exported (best) weights, not the last epoch
+    trainer.validate(job.module, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if trainer.is_global_zero:
+        job.finish(run_dir)
+        if job.grid_stages:
+            _save_grid(job.module, job.grid_stages, datamodule, run_dir, trainer)
+        _write_metrics(metrics, run_dir)
+    finish_logger(trainer.logger)
+    return RunResult(run_dir, metrics)
+
+
+def analysis_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
+    """The analyses every `analysis.every_n_epochs` validation epochs (none when 0)."""
+    a = cfg.analysis
+    if a.every_n_epochs <= 0:
+        return []
+    options = Options({}, tuple(a.filters), list(a.categories) or None, a.min_area, a.batch_size)
+    callback = AnalysisCallback(
+        list(a.callback_analyses),
+        run_dir / "analysis",
+        options,
+        a.every_n_epochs,
+        a.callback_images,
+        cfg.seed,
+    )
+    return [callback]
+
+
+def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The checkpoint to continue from (weights, optimiser, step, loops), if any."""
+    if not cfg.resume:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if cfg.resume == "last" else Path(cfg.resume)
+    if not path.is_file():
+        raise ConfigError(f"resume={cfg.resume}: no checkpoint at {path}")
+    return str(path)
+
+
+def check_labels(dataset, detr) -> None:
+    """Category ids must index DETR's logits below the no-object class (HF's convention)."""
+    top = max(dataset.categories, default=0)
+    if top >= detr.config.num_labels:
+        raise ConfigError(
+            f"category id {top} in {dataset.coco_file} needs a DETR with "
+            f"num_labels > {top}, but it has {detr.config.num_labels}"
+        )
+
+
+def _on_rank_zero(fn, *args):
+    return rank_zero_only(fn)(*args)
+
+
+def _load_best(module: InversionModule, trainer: pl.Trainer) -> None:
+    """Export the best checkpoint's weights when there is one (not under fast_dev_run)."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best and Path(best).is_file():
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        result = module.load_state_dict(state, strict=False)
+        # inversion checkpoints leave out the frozen DETR; nothing else may be missing
+        missing = [k for k in result.missing_keys if not k.startswith("detr.")]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(
+                f"best checkpoint {best} does not fit the module: missing "
+                f"{missing[:3]}, unexpected {result.unexpected_keys[:3]}"
+            )
+        log.info("exporting the best checkpoint: %s", best)
+
+
+@torch.no_grad()
+def _save_grid(module, stages, dm: DetectionDataModule, run_dir: Path, trainer) -> None:
+    """input | one column per stage, on the first validation images."""
+    batch = next(iter(dm.val_dataloader())).to(module.device)
+    pixels, pixel_mask = batch.pixel_values[:6], batch.pixel_mask[:6]
+    module.eval()
+    emb = forward_embeddings(module.detr, pixels, pixel_mask)
+    columns = {"input": (pixels * module.std + module.mean).clamp(0, 1)}
+    for stage in stages:
+        columns[f"from {stage}"] = module.chain.reconstruct(emb, stage)
+    path = run_dir / "reconstructions.png"
+    reconstruction_grid(columns).savefig(path, dpi=110)
+    if trainer.logger is not None and hasattr(trainer.logger, "log_image"):
+        trainer.logger.log_image("val/reconstructions", [str(path)])
+
+
+def _write_metrics(metrics: dict[str, float], run_dir: Path) -> None:
+    """Final validation metrics, printed and kept as metrics.json in the run folder."""
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    lines = [f"  {k:<28} {v:.5f}" for k, v in sorted(metrics.items())]
+    print("\n".join([f"run folder: {run_dir}", *lines]), flush=True)
