@@ -1,107 +1,18 @@
-"""Timing and memory measurement that holds on noisy machines: warm-up, repeats, medians.
-
-CUDA work is asynchronous, so every timing synchronises the device before reading the clock.
-Peak memory means, on CUDA, `torch.cuda.max_memory_allocated` (tensors only); on CPUs the
-process's peak resident set size (Linux VmHWM, reset at the start of each measurement through
-/proc/self/clear_refs): weights, activations, allocator caches and Python together.
-"""
+"""Lightning's side of the benchmark: a `fit` whose steps are timed, with the other rows called
+between them (see `inverse_detr.bench`)."""
 
 from __future__ import annotations
 
-import os
-import platform
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
 
-PROC_STATUS = Path("/proc/self/status")
-PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued device work, so that the clock measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@dataclass
-class Probe:
-    """One row: a call timed once per round (`call` None: timed by `RoundRobin` itself)."""
-
-    key: str
-    what: str
-    call: Callable[[], object] | None = None
-    times: list[float] = field(default_factory=list)
-    peak_mb: float | None = None
-
-    def record(self, seconds: float | None, mb: float | None) -> None:
-        """Keep one timing (None: a warm-up call) and the highest peak memory seen."""
-        if seconds is not None:
-            self.times.append(seconds)
-        if mb is not None:
-            self.peak_mb = max(self.peak_mb or 0.0, mb)
-
-
-def call_once(probe: Probe, device: torch.device, timed: bool) -> None:
-    with PeakMemory(device) as memory:
-        start = time.perf_counter()
-        probe.call()
-        synchronize(device)
-        elapsed = time.perf_counter() - start
-    probe.record(elapsed if timed else None, memory.mb)
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
-
-
-def memory_kind(device: torch.device) -> str:
-    """What `PeakMemory` reports on `device`, in words (recorded beside the numbers)."""
-    if device.type == "cuda":
-        return "torch.cuda.max_memory_allocated: peak of tensors on the GPU"
-    if _can_reset_peak_rss():
-        return "peak resident set size of the whole process (VmHWM, reset per row)"
-    return "not measured (no resettable peak RSS on this OS)"
-
-
-class PeakMemory:
-    """Context manager: `.mb` is the peak memory inside the block (None when not measurable)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.mb: float | None = None
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        elif _can_reset_peak_rss():
-            PROC_CLEAR_REFS.write_text("5")  # 5: reset the peak RSS to the current RSS
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            synchronize(self.device)
-            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
-        elif _can_reset_peak_rss():
-            self.mb = _status_kb("VmHWM") / 1024
-
-
-def _can_reset_peak_rss() -> bool:
-    return PROC_STATUS.is_file() and PROC_CLEAR_REFS.exists() and os.access(PROC_CLEAR_REFS, 2)
-
-
-def _status_kb(name: str) -> float:
-    for line in PROC_STATUS.read_text().splitlines():
-        if line.startswith(f"{name}:"):
-            return float(line.split()[1])
-    raise KeyError(name)
+from inverse_detr.bench.timing import PeakMemory, Probe, call_once, synchronize
+from inverse_detr.data.batch import Batch
 
 
 class RoundRobin(Callback):
@@ -145,33 +56,34 @@ class RoundRobin(Callback):
         self.rounds += 1
 
 
-def machine(device: torch.device) -> dict[str, object]:
-    """The machine a measurement ran on: CPU model and cores, GPU, library versions."""
-    import lightning
-    import transformers
+def fit_rounds(
+    module: pl.LightningModule,
+    batch: Batch,
+    rounds: RoundRobin,
+    bf16: bool,
+    steps: int,
+    device: torch.device,
+) -> None:
+    """(c) Lightning trains `module` on `batch` for `steps` steps, `rounds` timing them and
+    calling the other rows between them; returns after the last round."""
+    trainer = pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision="bf16-mixed" if bf16 else "32-true",
+        max_steps=steps,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[rounds],
+    )
+    # the same batch each step: batch_size=None hands it over as is
+    loader = DataLoader([batch] * steps, batch_size=None, collate_fn=_as_is)
+    trainer.fit(module, train_dataloaders=loader)
 
-    info: dict[str, object] = {
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "lightning": lightning.__version__,
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "load_average_start": os.getloadavg(),  # other processes on the machine at the start
-    }
-    if device.type == "cpu":
-        info["cpu_bf16_kernels"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return info
 
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+def _as_is(batch: Batch) -> Batch:
+    return batch

@@ -17,53 +17,44 @@ after warm-up, and the goals' ratios compare rows of one run, so they hold on no
 Variants join flags with `+`: `fp32` (eager, contiguous memory), `bf16` (bf16 autocast,
 Lightning's bf16-mixed), `channels_last` (the CNN backbone and the inverse ConvT stack),
 `compile` (torch.compile of the inverse modules). `config=layout` times layout inversion instead
-(see `inverse_detr.bench_layout`).
+(see `inverse_detr.bench.layout`).
 Other `key=value` arguments are training-config overrides (see `inverse_detr.config`).
 """
 
 from __future__ import annotations
 
 import gc
-import json
-import logging
 import os
-import sys
 import time
 import warnings
 from dataclasses import asdict, replace
-from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from inverse_detr.bench_config import Settings, bench_config, parse_args
-from inverse_detr.bench_layout import print_layout, run_layout_bench
-from inverse_detr.bench_report import (
+from inverse_detr.bench.config import Settings
+from inverse_detr.bench.report import (
     Row,
     Variant,
     achieved,
     goals_met,
-    print_tables,
     variant_ratios,
 )
-from inverse_detr.config import ConfigError, load_config
-from inverse_detr.data.batch import Batch, collate
-from inverse_detr.detectors.build import build_detr, chain_spec
-from inverse_detr.errors import USER_ERRORS
-from inverse_detr.lit.build import build_inversion_module
-from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule
-from inverse_detr.lit.inversion import InversionModule
-from inverse_detr.lit.timing import (
+from inverse_detr.bench.timing import (
     PeakMemory,
     Probe,
-    RoundRobin,
     machine,
     median,
     memory_kind,
 )
+from inverse_detr.config import ConfigError
+from inverse_detr.data.batch import Batch, collate
+from inverse_detr.detectors.build import build_detr, chain_spec
+from inverse_detr.lit.build import build_inversion_module
+from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule
+from inverse_detr.lit.inversion import InversionModule
+from inverse_detr.lit.timing import RoundRobin, fit_rounds
 
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -162,32 +153,6 @@ def step_call(module: InversionModule, batch: Batch, variant: Variant, device):
     return call
 
 
-def fit_rounds(module, batch: Batch, rounds: RoundRobin, variant: Variant, steps: int, device):
-    """(c) Lightning trains `module` on `batch` for `steps` steps, `rounds` timing them and
-    calling the other rows between them; returns after the last round."""
-    trainer = pl.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        precision="bf16-mixed" if variant.bf16 else "32-true",
-        max_steps=steps,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[rounds],
-    )
-    # the same batch each step: batch_size=None hands it over as is
-    loader = DataLoader([batch] * steps, batch_size=None, collate_fn=_as_is)
-    trainer.fit(module, train_dataloaders=loader)
-
-
-def _as_is(batch: Batch) -> Batch:
-    return batch
-
-
 def count_step_flops(module, batch: Batch) -> float:
     """FLOPs of one (c) step's forward and backward passes (the optimiser's are negligible)."""
     module.train()
@@ -242,7 +207,7 @@ def measure_variant(cfg, detr, batch: Batch, variant: Variant, settings, device)
         print(f"  [{variant.name}] round {index + 1}/{total} done", flush=True)
 
     rounds = RoundRobin(step, probes, settings.warmup, device, progress)
-    fit_rounds(modules["all"], batch, rounds, variant, total, device)
+    fit_rounds(modules["all"], batch, rounds, variant.bf16, total, device)
     size = len(batch)
     for p in [*probes[: 1 + len(cfg.inverse.stages)], step]:
         row = Row(p.key, p.what, variant.name, median(p.times), size, p.peak_mb, p.times)
@@ -320,38 +285,3 @@ class Progress:
     def __call__(self, row: Row) -> Row:
         print(f"  {time.perf_counter() - self.start:7.1f} s  {row.describe()}", flush=True)
         return row
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # a Trainer per variant
-    try:
-        settings, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-        config = bench_config(settings.config)
-        settings = replace(
-            settings,
-            warmup=config.warmup if settings.warmup is None else settings.warmup,
-            repeats=config.repeats if settings.repeats is None else settings.repeats,
-        )
-        cfg = load_config([*config.overrides, *overrides])
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
-        if settings.config == "layout":
-            device = resolve_device(settings.device)
-            report = run_layout_bench(cfg, device, settings.warmup, settings.repeats)
-        else:
-            report = run_bench(cfg, settings)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    device = report["machine"]["device"]
-    out = Path(settings.out or f"runs/bench/{settings.config}-{device}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    (print_layout if settings.config == "layout" else print_tables)(report)
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

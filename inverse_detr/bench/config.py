@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from inverse_detr.bench_report import Variant
+from inverse_detr.bench.report import Variant
 from inverse_detr.config import ConfigError
 
 COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"

@@ -16,6 +16,7 @@ from dataclasses import replace
 import torch
 from omegaconf import DictConfig
 
+from inverse_detr.bench.timing import machine, median
 from inverse_detr.config import ConfigError
 from inverse_detr.data.splits import data_splits
 from inverse_detr.detectors.detr import image_normalization, load_detr
@@ -23,7 +24,6 @@ from inverse_detr.layout.optimize import invert_layouts
 from inverse_detr.layout.regularizers import PixelRange
 from inverse_detr.layout.settings import inversion_settings
 from inverse_detr.layout.targets import read_layouts
-from inverse_detr.lit.timing import machine, median
 
 TIMED_ITERATIONS = 10  # per timing: enough to cover one periodic blur
 BATCH_GOAL = 8.0
