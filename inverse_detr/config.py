@@ -20,6 +20,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from inverse_detr.errors import UserError
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 GROUPS = ("data", "model", "inverse", "trainer")
 # `lambda` is a Python keyword, so the schema spells it `lam` / `lambdas`
@@ -30,7 +32,7 @@ ALIASES |= {"ckpt": "analysis.ckpt", "analyses": "analysis.analyses"}
 ALIASES |= {"layouts": "layout.layouts", "n": "layout.n"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad configuration; the message is one line naming the key or file."""
 
 

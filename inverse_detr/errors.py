@@ -1,19 +1,19 @@
-"""The user-facing errors entry points turn into one line on stderr and exit code 2."""
+"""The errors a command reports as one line, and the stop it reports as resumable.
 
-from inverse_detr.analysis.subset import AnalysisError
-from inverse_detr.config import ConfigError
-from inverse_detr.data.coco import DataError
-from inverse_detr.detectors.detr import DetrLoadError
-from inverse_detr.export import InverterError
-from inverse_detr.lit.checkpointing import CheckpointError
-from inverse_detr.lit.guards import NonFiniteLossError
+Imports nothing: every module may derive its one-line errors from `UserError`, and the command
+shell (`inverse_detr.cli.shell`) catches the base alone.
+"""
 
-USER_ERRORS = (
-    AnalysisError,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    DetrLoadError,
-    InverterError,
-    NonFiniteLossError,
-)
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Unusable input, config or files: the command prints `error: <message>` and exits 2.
+
+    The message is one line that names the file, key or value at fault.
+    """
+
+
+class Preempted(Exception):
+    """Training stopped by SIGTERM after saving last.ckpt: the command prints
+    `stopped: <message>` (how to resume) and exits 143."""

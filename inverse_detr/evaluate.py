@@ -1,56 +1,8 @@
-"""`python -m inverse_detr.evaluate model=<detr> data=<shapes|coco> [key=value ...]`
+"""`python -m inverse_detr.evaluate`: runs `inverse_detr.cli.evaluate` (`--help` for its usage)."""
 
-Prints COCO box AP / AP50 / AP75 of a DETR on the validation split, and AP per category.
-"""
-
-from __future__ import annotations
-
-import json
-import logging
 import sys
 
-import torch
-from omegaconf import DictConfig
-
-from inverse_detr.analysis.metrics import APScores, evaluate_detector
-from inverse_detr.config import ConfigError, load_config
-from inverse_detr.detectors.build import build_detr
-from inverse_detr.errors import USER_ERRORS
-from inverse_detr.lit.datamodule import build_datamodule
-
-
-def evaluate(cfg: DictConfig) -> tuple[APScores, dict[int, str]]:
-    """AP of `cfg.model` on `cfg.data`'s validation split, and the category names."""
-    if cfg.model.name == "random":
-        raise ConfigError("evaluate needs a trained DETR: model=<directory or hub id>")
-    detr = build_detr(cfg.model, cfg.seed)
-    if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available():
-        detr.cuda()
-    datamodule = build_datamodule(cfg.data, cfg.model.name)
-    dataset = datamodule.dataset("val")
-    scores = evaluate_detector(detr, datamodule.val_dataloader())
-    return scores, dataset.category_names()
-
-
-def format_scores(scores: APScores, names: dict[int, str]) -> str:
-    lines = [f"AP {scores.ap:.4f}   AP50 {scores.ap50:.4f}   AP75 {scores.ap75:.4f}"]
-    for cid, ap in sorted(scores.per_category.items()):
-        lines.append(f"  {cid:>3} {names.get(cid, '?'):<14} AP {ap:.4f}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(sys.argv[1:] if argv is None else argv)
-        scores, names = evaluate(cfg)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(format_scores(scores, names))
-    print(json.dumps({"ap": scores.ap, "ap50": scores.ap50, "ap75": scores.ap75}))
-    return 0
-
-
 if __name__ == "__main__":
+    from inverse_detr.cli.evaluate import main
+
     sys.exit(main())

@@ -19,6 +19,7 @@ from transformers import DetrForObjectDetection
 
 from inverse_detr.data.transforms import DetrTransform
 from inverse_detr.detectors.detr import detr_signature, forward_embeddings, load_detr, local_dir
+from inverse_detr.errors import UserError
 from inverse_detr.inverse.chain import InverseChain
 from inverse_detr.inverse.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.spec import ChainSpec, build_chain
@@ -29,7 +30,7 @@ SPEC_FILE = "inverter.json"
 WEIGHTS_FILE = "inverse.safetensors"
 
 
-class InverterError(ValueError):
+class InverterError(UserError, ValueError):
     """An export that cannot be used as asked; the message is one line."""
 
 

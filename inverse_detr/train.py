@@ -1,52 +1,8 @@
-"""`python -m inverse_detr.train [experiment=NAME] [group=name] [key=value ...]`
+"""`python -m inverse_detr.train`: runs `inverse_detr.cli.train` (`--help` for its usage)."""
 
-mode=inversion (default) trains the inverse modules against a frozen DETR; mode=joint
-(experiment=joint, experiment=shapes_detector) fine-tunes DETR and the inverse chain together;
-sweep.lambda=[...] runs one joint run per λ (see `inverse_detr.lit.sweep`). One run folder:
-  config.yaml              the resolved config
-  checkpoints/             last.ckpt (epoch ends, every trainer.checkpoint_every_n_steps
-                           steps, SIGTERM) and the best (val/loss; joint: val/ap50)
-  export/                  inverse modules as safetensors + JSON (see `load_inverter`)
-  detr/                    joint mode: the fine-tuned DETR in save_pretrained form
-  reconstructions.png      input | from backbone | encoder | decoder | head
-  metrics.json             the final validation metrics of the exported weights
-  analysis/epoch-N/ final/ the analyses' figures, metrics.json and report.html (every
-                           analysis.every_n_epochs validation epochs; inverse_detr.lit.callbacks)
-  wandb/ or csv/           the logger's files
-Exit codes: 0 done; 2 unusable input or config (one `error:` line on stderr); 143 stopped by
-SIGTERM after saving last.ckpt (one `stopped:` line saying how to resume).
-"""
-
-from __future__ import annotations
-
-import logging
 import sys
 
-from inverse_detr.config import load_config
-from inverse_detr.errors import USER_ERRORS
-from inverse_detr.lit.checkpointing import Preempted
-from inverse_detr.lit.run import run
-from inverse_detr.lit.sweep import run_lambda_sweep
-
-PREEMPTED_EXIT = 143  # the shell's code for SIGTERM: the run did not finish, it can go on
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(sys.argv[1:] if argv is None else argv)
-        if cfg.sweep.lambdas:
-            run_lambda_sweep(cfg, run)
-        else:
-            run(cfg)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Preempted as stop:
-        print(f"stopped: {stop}", file=sys.stderr)
-        return PREEMPTED_EXIT
-    return 0
-
-
 if __name__ == "__main__":
+    from inverse_detr.cli.train import main
+
     sys.exit(main())

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from inverse_detr import load_inverter
+from inverse_detr.cli.evaluate import evaluate
 from inverse_detr.config import load_config
-from inverse_detr.evaluate import evaluate
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 

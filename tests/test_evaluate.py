@@ -2,7 +2,7 @@
 
 import json
 
-from inverse_detr.evaluate import main
+from inverse_detr.cli.evaluate import main
 
 DATA_KEYS = ("data.", "out_dir")
 

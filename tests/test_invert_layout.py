@@ -2,8 +2,8 @@
 
 import json
 
+from inverse_detr.cli.invert_layout import main
 from inverse_detr.config import load_config
-from inverse_detr.invert_layout import main
 from inverse_detr.layout.optimize import InversionSettings
 from inverse_detr.layout.settings import inversion_settings
 

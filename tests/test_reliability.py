@@ -21,8 +21,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
-import inverse_detr.train as train
+import inverse_detr.cli.train as train
 from inverse_detr import load_inverter
+from inverse_detr.cli.shell import PREEMPTED_EXIT
 from inverse_detr.config import load_config
 from inverse_detr.data.transforms import DetrTransform
 from inverse_detr.detectors.detr import load_detr
@@ -159,7 +160,7 @@ def test_sigterm_saves_last_ckpt_and_exits_cleanly(overrides, tmp_path):
     # with periodic checkpoints off, only ModelCheckpoint's epoch end writes last.ckpt
     wait_for_checkpoint(last, proc, log, step=2)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == train.PREEMPTED_EXIT
+    assert proc.wait(timeout=60) == PREEMPTED_EXIT
     output = log.read_text()
     stopped = re.search(r"stopped: SIGTERM at step (\d+); saved (\S+);.* resume=last", output)
     assert stopped, output[-3000:]

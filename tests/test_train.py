@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from inverse_detr import load_inverter
+from inverse_detr.cli.train import main, run
 from inverse_detr.config import load_config
-from inverse_detr.train import main, run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,13 +16,14 @@ from tqdm.auto import tqdm
 
 from inverse_detr.data.coco import CocoDetection, Target
 from inverse_detr.detectors.detr import forward_embeddings
+from inverse_detr.errors import UserError
 from inverse_detr.inverse.embeddings import ForwardEmbeddings
 
 if TYPE_CHECKING:
     from inverse_detr.export import Inverter
 
 
-class AnalysisError(ValueError):
+class AnalysisError(UserError, ValueError):
     """An analysis that cannot run on the given images; the message is one line."""
 
 

@@ -25,6 +25,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from inverse_detr.data.transforms import DetrTransform
+from inverse_detr.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ MIN_BOX_SIDE = 1.0  # px: boxes with w or h ≤ this are degenerate
 BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Unusable data (missing file or folder, unreadable annotations); one-line message."""
 
 

@@ -20,12 +20,13 @@ from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
 from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
 
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from inverse_detr.errors import UserError
 from inverse_detr.inverse.embeddings import ForwardEmbeddings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # where checkpoints/ ships (editable installs)
 
 
-class DetrLoadError(RuntimeError):
+class DetrLoadError(UserError, RuntimeError):
     """A DETR name or directory that cannot be loaded; the message is one line."""
 
 

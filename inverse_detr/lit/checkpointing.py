@@ -28,15 +28,13 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
+from inverse_detr.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be resumed from; the message is one line."""
-
-
-class Preempted(Exception):
-    """SIGTERM stopped training after `last.ckpt` was saved; the message says how to go on."""
 
 
 def atomic_save(obj: Any, path: Path) -> None:

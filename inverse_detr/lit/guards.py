@@ -17,11 +17,13 @@ from collections.abc import Mapping
 import lightning.pytorch as pl
 import torch
 
+from inverse_detr.errors import UserError
+
 log = logging.getLogger(__name__)
 POLICIES = ("stop", "skip")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """A NaN or inf training loss under on_nonfinite=stop; the message is one line."""
 
 

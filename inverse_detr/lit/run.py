@@ -30,12 +30,12 @@ from inverse_detr.detectors.detr import (
     save_detr,
     trainable_from_scratch,
 )
+from inverse_detr.errors import Preempted
 from inverse_detr.export import export_inverter, load_inverter
 from inverse_detr.inverse.spec import build_chain
 from inverse_detr.lit.build import build_inversion_module
 from inverse_detr.lit.callbacks import AnalysisCallback
 from inverse_detr.lit.checkpointing import (
-    Preempted,
     check_resumable,
 )
 from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from inverse_detr.analyze import main
+from inverse_detr.cli.analyze import main
 from inverse_detr.config import load_config
 from inverse_detr.export import export_inverter
 from inverse_detr.lit.run import run

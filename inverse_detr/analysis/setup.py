@@ -1,0 +1,46 @@
+"""Config → what the analyses run on: the inverter, a fixed val subset, the options, names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from inverse_detr.analysis.color import prototype_hues
+from inverse_detr.analysis.subset import ImageSet, fixed_subset
+from inverse_detr.analysis.suite import Options
+from inverse_detr.data.coco import CocoDetection
+from inverse_detr.data.splits import data_splits
+from inverse_detr.export import Inverter, load_inverter
+
+
+@dataclass
+class Setup:
+    """What the analyses run on: the inverter, the val subset, the options, category names."""
+
+    inverter: Inverter
+    subset: ImageSet
+    options: Options
+    names: dict[int, str]
+
+
+def prepare(cfg: DictConfig) -> Setup:
+    """Load the inverter named by `cfg.analysis.ckpt` and the images of `cfg.data`'s val split."""
+    device = "cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+    inverter = load_inverter(cfg.analysis.ckpt, device=device)
+    train_split, val_split = data_splits(cfg.data)
+    val = CocoDetection(val_split.images, val_split.annotations, inverter.transform)
+    subset = fixed_subset(val, cfg.analysis.images, cfg.seed)
+    prototypes = {}
+    if "color" in cfg.analysis.analyses:
+        train = CocoDetection(train_split.images, train_split.annotations, inverter.transform)
+        prototypes = prototype_hues(train, seed=cfg.seed)
+    options = Options(
+        prototypes,
+        tuple(cfg.analysis.filters),
+        list(cfg.analysis.categories) or None,
+        cfg.analysis.min_area,
+        cfg.analysis.batch_size,
+    )
+    return Setup(inverter, subset, options, val.category_names())

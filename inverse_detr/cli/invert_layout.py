@@ -1,0 +1,286 @@
+"""`python -m inverse_detr.invert_layout [model=<detr>] [layouts=val|<coco json>] [n=16] [--report]`
+
+Generates, for each target layout, an image the detector reads as that layout (alternating
+Z-step matching and I-step SGD on the pixels, see `inverse_detr.layout`), then feeds the
+images to every detector and scores them against the layouts with COCO AP. Writes:
+  targets.json                  the layouts as a COCO instances file of the generated canvases
+  <detector>/images/NNNN.png    the image generated for layout N by that detector
+  <detector>/detections.json    that detector's detections on its images (COCO results format)
+  <detector>/report.png         with --report: target boxes and detections over each image
+  transfer.png  metrics.json    the AP matrix (rows: inverted with, columns: tested with)
+Defaults: the shipped shapes detector and 16 layouts of the shapes world's val split. More
+detectors for the matrix: `layout.detectors=[dir_or_hub_id,...]`. Options under `layout.*`
+(see `inverse_detr.config.LayoutConfig`); the canvas is `data.image_size`.
+
+`layout.query=Q [layout.categories=[...]] [layout.seeds=16]` runs single-query visualisation
+instead: per category, `seeds` images maximising query Q's probability of it, then the context
+the detector reports on them. Writes query-Q/<category>/NNNN.png, query-Q/images.png,
+query-Q/context.png and query-Q/context.json.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torchvision.ops import box_convert
+from torchvision.utils import save_image
+
+from inverse_detr.analysis.plots import grouped_bars, heatmaps, reconstruction_grid
+from inverse_detr.cli.shell import run_command
+from inverse_detr.config import ConfigError, load_config
+from inverse_detr.data.splits import data_splits
+from inverse_detr.detectors.detr import image_normalization, load_detr, local_dir
+from inverse_detr.layout.context import (
+    ContextStats,
+    context_statistics,
+    named_categories,
+    single_query_images,
+)
+from inverse_detr.layout.optimize import InversionResult, InversionSettings, invert_layouts
+from inverse_detr.layout.plots import layout_grid
+from inverse_detr.layout.regularizers import PixelRange
+from inverse_detr.layout.settings import inversion_settings
+from inverse_detr.layout.targets import LayoutSet, read_layouts, write_coco
+from inverse_detr.layout.transfer import (
+    Detections,
+    Detector,
+    TransferMatrix,
+    detect,
+    transfer_matrix,
+)
+
+
+def load_detectors(cfg: DictConfig, device: str, others: bool = True) -> list[Detector]:
+    """The main detector (`model`) first, then (with `others`) `layout.detectors`, under
+    unique short names."""
+    if cfg.model.name == "random":
+        raise ConfigError("invert_layout needs a trained DETR: model=<directory or hub id>")
+    detectors: list[Detector] = []
+    for name in [cfg.model.name, *(cfg.layout.detectors if others else [])]:
+        detr = load_detr(name).to(device)
+        short = Path(str(name).rstrip("/")).name
+        if short in {d.name for d in detectors}:
+            short = f"{short}-{len(detectors)}"
+        detectors.append(Detector(short, detr, PixelRange(*image_normalization(name), device)))
+    return detectors
+
+
+def layouts_for(cfg: DictConfig, detectors: list[Detector]) -> LayoutSet:
+    """`layout.layouts` read for what every detector can report (its classes and queries)."""
+    if cfg.layout.layouts == "val":
+        annotations = data_splits(cfg.data)[1].annotations
+    else:
+        annotations = Path(cfg.layout.layouts).expanduser()
+    num_labels = min(d.detr.config.num_labels for d in detectors)
+    max_objects = min(d.detr.config.num_queries for d in detectors)
+    return read_layouts(annotations, cfg.layout.n, num_labels, max_objects)
+
+
+def device_for(cfg: DictConfig) -> str:
+    """CUDA when the trainer section allows it (`trainer=gpu`) and one is present."""
+    return "cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+
+
+def invert_layout(cfg: DictConfig) -> Path:
+    """Invert `cfg.layout.n` layouts with every detector; returns the output folder."""
+    detectors = load_detectors(cfg, device_for(cfg))
+    layout_set = layouts_for(cfg, detectors)
+    print(f"{cfg.layout.layouts}: {layout_set.summary()}", flush=True)
+    size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
+    settings = inversion_settings(cfg.layout, cfg.seed)
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_coco(layout_set.layouts, layout_set.names, size, out / "targets.json")
+    results = {}
+    for detector in detectors:
+        results[detector.name] = invert_layouts(
+            detector.detr,
+            layout_set.layouts,
+            detector.pixels,
+            size,
+            settings,
+            cfg.layout.batch_size,
+        )
+        save_images(results[detector.name].images, out / detector.name / "images")
+    matrix = evaluate_inversions(cfg, detectors, layout_set, results, out)
+    write_metrics(cfg, layout_set, size, settings, results, matrix, out / "metrics.json")
+    print(matrix.table("ap50"), matrix.table("ap"), f"written to {out}", sep="\n", flush=True)
+    return out
+
+
+def visualise_query(cfg: DictConfig) -> Path:
+    """Single-query visualisation of `layout.query` for each of `layout.categories`, and the
+    context the detector reports around it; returns the output folder."""
+    (detector,) = load_detectors(cfg, device_for(cfg), others=False)
+    query, names = cfg.layout.query, named_categories(detector.detr)
+    _check_query(cfg, detector, names)
+    size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
+    settings = inversion_settings(cfg.layout, cfg.seed)
+    out = output_dir(cfg) / f"query-{query}"
+    images, stats = {}, {}
+    for category in list(dict.fromkeys(cfg.layout.categories)) or sorted(names):
+        name = names.get(category, f"class_{category}")
+        result = single_query_images(
+            detector.detr,
+            query,
+            category,
+            cfg.layout.seeds,
+            detector.pixels,
+            size,
+            settings,
+            cfg.layout.batch_size,
+        )
+        save_images(result.images, out / name)
+        images[name] = result.images
+        found = detect(detector, result.images, cfg.layout.batch_size)
+        stats[name] = context_statistics(found, query, category)
+    write_context(images, stats, names, out)
+    return out
+
+
+def _check_query(cfg: DictConfig, detector: Detector, names: dict[int, str]) -> None:
+    queries, classes = detector.detr.config.num_queries, detector.detr.config.num_labels
+    if not 0 <= cfg.layout.query < queries:
+        raise ConfigError(
+            f"config key 'layout.query' is {cfg.layout.query}; the detector's queries are "
+            f"0-{queries - 1}"
+        )
+    bad = [c for c in cfg.layout.categories if not 0 <= c < classes]
+    if bad or not (list(cfg.layout.categories) or names):
+        raise ConfigError(
+            f"config key 'layout.categories' has {bad or 'nothing'}; the detector's classes are "
+            f"0-{classes - 1}"
+        )
+
+
+def write_context(
+    images: dict[str, torch.Tensor],
+    stats: dict[str, ContextStats],
+    names: dict[int, str],
+    out: Path,
+) -> None:
+    """context.json, context.png (context detections per found image) and images.png."""
+    record, bars = {}, {}
+    for target, s in stats.items():
+        record[target] = s.as_dict() | {"names": {str(c): names.get(c, str(c)) for c in s.counts}}
+        per_image = {names.get(c, str(c)): n / max(1, s.found) for c, n in s.counts.items()}
+        bars[f"{target} ({s.found}/{s.images})"] = per_image
+        sides = ", ".join(
+            f"{names.get(c, c)} {n} {dict(s.sides[c])}" for c, n in s.counts.most_common()
+        )
+        print(
+            f"query {s.query} → {target}: found on {s.found}/{s.images} images; "
+            f"context: {sides or 'none'}"
+        )
+    (out / "context.json").write_text(json.dumps(record, indent=2))
+    title = "other detections (score > 0.5) per image where the query reads its category"
+    grouped_bars(bars, "detections / image", title).savefig(out / "context.png", dpi=150)
+    shown = {name: batch[:8] for name, batch in images.items()}  # (≤ 8, 3, H, W) per category
+    reconstruction_grid(shown).savefig(out / "images.png", dpi=150)
+    print(f"written to {out}", flush=True)
+
+
+def evaluate_inversions(
+    cfg: DictConfig,
+    detectors: list[Detector],
+    layout_set: LayoutSet,
+    results: dict[str, InversionResult],
+    out: Path,
+) -> TransferMatrix:
+    """The transfer matrix (transfer.png) and each detector's detections on its own images
+    (detections.json; report.png with `layout.report`)."""
+    inverted = {name: result.images for name, result in results.items()}
+    size = tuple(next(iter(inverted.values())).shape[-2:])
+    layouts, batch_size = layout_set.layouts, cfg.layout.batch_size
+    matrix = transfer_matrix(inverted, detectors, layouts, size, batch_size)
+    for detector in detectors:
+        own = matrix.detections[detector.name, detector.name]
+        write_detections(own, size, out / detector.name / "detections.json")
+        if cfg.layout.report:
+            figure = layout_grid(inverted[detector.name], layouts, layout_set.names, own)
+            figure.savefig(out / detector.name / "report.png", dpi=150)
+    title = "inverted with (rows) / tested with (columns)"
+    matrices = {"AP50": matrix.values("ap50"), "AP": matrix.values("ap")}
+    heatmaps(matrices, matrix.columns, title).savefig(out / "transfer.png", dpi=150)
+    return matrix
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """`layout.out`, else <out_dir>/layout-<detector folder or hub name>."""
+    if cfg.layout.out:
+        return Path(cfg.layout.out).expanduser()
+    model = local_dir(cfg.model.name) or Path(cfg.model.name)
+    return Path(cfg.out_dir).expanduser() / f"layout-{model.name}"
+
+
+def save_images(images: torch.Tensor, folder: Path) -> None:
+    """(N, 3, H, W) [0, 1] images as NNNN.png, N the layout's index in targets.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        save_image(image, folder / f"{index:04d}.png")
+
+
+def write_detections(detections: Detections, size: tuple[int, int], path: Path) -> None:
+    """Every query's best class, score and box, in COCO results format (xywh pixels)."""
+    results = []
+    for index, found in enumerate(detections.predictions(size)):
+        xywh = box_convert(found["boxes"], "xyxy", "xywh").tolist()
+        for label, score, box in zip(
+            found["labels"].tolist(), found["scores"].tolist(), xywh, strict=True
+        ):
+            results.append(
+                {
+                    "image_id": index,
+                    "category_id": label,
+                    "score": round(score, 4),
+                    "bbox": [round(v, 2) for v in box],
+                }
+            )
+    path.write_text(json.dumps(results))
+
+
+def write_metrics(
+    cfg: DictConfig,
+    layout_set: LayoutSet,
+    size: tuple[int, int],
+    settings: InversionSettings,
+    results: dict[str, InversionResult],
+    matrix: TransferMatrix,
+    path: Path,
+) -> None:
+    """metrics.json: the layouts read, the settings, timing and loss per inverting detector,
+    and the transfer matrix."""
+    inverted_with = {
+        name: {
+            "seconds": round(r.seconds, 2),
+            "layouts_per_second": r.per_second,
+            "loss_first": float(r.loss[0].mean()),
+            "loss_last": float(r.loss[-1].mean()),
+        }
+        for name, r in results.items()
+    }
+    metrics = {
+        "layouts": cfg.layout.layouts,
+        "n": len(layout_set.layouts),
+        "objects": sum(map(len, layout_set.layouts)),
+        "skipped": dict(layout_set.skipped),
+        "image_size": list(size),
+        "batch_size": cfg.layout.batch_size,
+        "settings": asdict(settings),
+        "inverted_with": inverted_with,
+        "transfer": matrix.as_dict(),
+    }
+    path.write_text(json.dumps(metrics, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(_invert, argv, __doc__)
+
+
+def _invert(args: list[str]) -> None:
+    cfg = load_config(["layout.report=true" if a == "--report" else a for a in args])
+    (visualise_query if cfg.layout.query >= 0 else invert_layout)(cfg)
