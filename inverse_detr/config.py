@@ -22,7 +22,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from inverse_detr.errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+REPO_ROOT = Path(__file__).resolve().parents[1]  # a checkout: configs/ and checkpoints/ live here
+CONFIG_DIR = REPO_ROOT / "configs"
 GROUPS = ("data", "model", "inverse", "trainer")
 # `lambda` is a Python keyword, so the schema spells it `lam` / `lambdas`
 ALIASES = {"joint.lambda": "joint.lam", "sweep.lambda": "sweep.lambdas"}
@@ -144,7 +145,7 @@ class JointConfig:
     lr_inverse: float = 1e-4
     weight_decay: float = 1e-4
     init_inverse: str = ""  # an export or run folder to start the inverse chain from
-    from_scratch: bool = False  # random DETR: trainable BatchNorm + DETR's init (DESIGN.md §3)
+    from_scratch: bool = False  # random DETR: trainable BatchNorm + DETR's init
     backbone_bf16: bool = False  # CNN backbone in bf16 autocast + channels_last
 
 

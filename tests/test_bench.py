@@ -9,7 +9,8 @@ import torch
 
 from inverse_detr.bench.config import parse_args
 from inverse_detr.bench.report import Row, Variant, goals_met, variant_ratios
-from inverse_detr.bench.training import main, skip_reason
+from inverse_detr.bench.training import skip_reason
+from inverse_detr.cli.bench import main
 from inverse_detr.config import ConfigError
 from inverse_detr.inverse.chain import STAGES
 

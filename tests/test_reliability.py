@@ -421,7 +421,7 @@ def test_package_unpickles_nothing_and_runs_no_remote_code():
         assert "trust_remote_code" not in text and "pickle.load" not in text, source
         for call in load_call.findall(text):
             assert "weights_only=True" in call, f"{source}: {call}"
-    fit = (PACKAGE / "train.py").read_text()
+    fit = (PACKAGE / "lit" / "run.py").read_text()
     assert "weights_only=True)" in fit.split("trainer.fit(")[1].split("\n")[0]
 
 

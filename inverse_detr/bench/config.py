@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from inverse_detr.bench.report import Variant
-from inverse_detr.config import ConfigError
+from inverse_detr.config import REPO_ROOT, ConfigError
 
-COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
+COCO128 = REPO_ROOT.parent / "shared" / "data" / "coco128"
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,48 @@ def _status_kb(name: str) -> float:
     raise KeyError(name)
 
 
+class RoundRobin:
+    """Times each training step as the probe `step` (`before_step` … `after_step`, called by
+    `inverse_detr.lit.timing.StepHooks` around each step of Lightning's `fit`) and, after each
+    step, calls every other probe once: a round. The first `warmup` rounds are untimed.
+
+    Interleaving makes every row see the same background load, so that ratios between rows
+    hold on a shared machine where load comes and goes (seen here: one frozen forward took
+    1.7 s, then 7.1 s twenty minutes later); load that moves within a round still shows, which
+    more rounds (`repeats=`) even out.
+    """
+
+    def __init__(
+        self,
+        step: Probe,
+        others: list[Probe],
+        warmup: int,
+        device: torch.device,
+        on_round: Callable[[int], None] | None = None,
+    ) -> None:
+        self.step, self.others, self.warmup, self.device = step, others, warmup, device
+        self.on_round = on_round
+        self.rounds = 0
+        self._memory = PeakMemory(device)
+        self._start = 0.0
+
+    def before_step(self) -> None:
+        self._memory.__enter__()
+        self._start = time.perf_counter()
+
+    def after_step(self) -> None:
+        synchronize(self.device)
+        elapsed = time.perf_counter() - self._start
+        self._memory.__exit__(None, None, None)
+        timed = self.rounds >= self.warmup
+        self.step.record(elapsed if timed else None, self._memory.mb)
+        for probe in self.others:
+            call_once(probe, self.device, timed)
+        if self.on_round is not None:
+            self.on_round(self.rounds)
+        self.rounds += 1
+
+
 def machine(device: torch.device) -> dict[str, object]:
     """The machine a measurement ran on: CPU model and cores, GPU, library versions."""
     import lightning

@@ -44,6 +44,7 @@ from inverse_detr.bench.report import (
 from inverse_detr.bench.timing import (
     PeakMemory,
     Probe,
+    RoundRobin,
     machine,
     median,
     memory_kind,
@@ -54,7 +55,7 @@ from inverse_detr.detectors.build import build_detr, chain_spec
 from inverse_detr.lit.build import build_inversion_module
 from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule
 from inverse_detr.lit.inversion import InversionModule
-from inverse_detr.lit.timing import RoundRobin, fit_rounds
+from inverse_detr.lit.timing import fit_timed
 
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -207,7 +208,9 @@ def measure_variant(cfg, detr, batch: Batch, variant: Variant, settings, device)
         print(f"  [{variant.name}] round {index + 1}/{total} done", flush=True)
 
     rounds = RoundRobin(step, probes, settings.warmup, device, progress)
-    fit_rounds(modules["all"], batch, rounds, variant.bf16, total, device)
+    fit_timed(
+        modules["all"], batch, rounds.before_step, rounds.after_step, variant.bf16, total, device
+    )
     size = len(batch)
     for p in [*probes[: 1 + len(cfg.inverse.stages)], step]:
         row = Row(p.key, p.what, variant.name, median(p.times), size, p.peak_mb, p.times)

@@ -58,4 +58,8 @@ def _print_summary(results: dict[str, Result], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(lambda args: analyze(load_config(args)), argv, __doc__)
+    return run_command(_analyze, argv, __doc__)
+
+
+def _analyze(args: list[str]) -> None:
+    analyze(load_config(args))

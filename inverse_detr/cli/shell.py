@@ -47,7 +47,7 @@ def usage(doc: str | None, with_config: bool = True) -> str:
 
 
 def run_command(
-    body: Callable[[list[str]], int | None],
+    body: Callable[[list[str]], None],
     argv: list[str] | None,
     doc: str | None,
     level: int = logging.WARNING,
@@ -63,10 +63,11 @@ def run_command(
         return 0
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return body(args) or 0
+        body(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR_EXIT
     except Preempted as stop:
         print(f"stopped: {stop}", file=sys.stderr)
         return PREEMPTED_EXIT
+    return 0

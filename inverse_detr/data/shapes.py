@@ -1,6 +1,6 @@
 """The shapes world: a generated COCO-format detection dataset where the truth is known.
 
-K shape classes, each with a prototypical hue (DESIGN.md §5). Every image holds 1–4 filled shapes
+K shape classes, each with a prototypical hue. Every image holds 1–4 filled shapes
 on a smooth, textured, muted background; later shapes occlude earlier ones and each annotation
 describes only the visible part. Everything derives from ``(seed, split, index)``, so the same
 arguments give byte-identical files regardless of the number of worker processes.

@@ -19,11 +19,10 @@ from transformers import DetrConfig, DetrForObjectDetection
 from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
 from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
 
+from inverse_detr.config import REPO_ROOT
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from inverse_detr.errors import UserError
 from inverse_detr.inverse.embeddings import ForwardEmbeddings
-
-REPO_ROOT = Path(__file__).resolve().parents[1]  # where checkpoints/ ships (editable installs)
 
 
 class DetrLoadError(UserError, RuntimeError):
@@ -217,7 +216,8 @@ def random_detr(
 
 
 def trainable_from_scratch(model: DetrForObjectDetection) -> DetrForObjectDetection:
-    """Make a random DETR trainable from scratch (DESIGN.md §3, found by experiment here).
+    """Make a random DETR trainable from scratch (found by experiment here; see "The shapes
+    world" in docs/architecture.md).
 
     HF swaps in frozen BatchNorm and freezes the stem and layer1, while timm zero-initialises
     each residual block's last BN scale: those branches would stay dead, so use ordinary

@@ -1,9 +1,8 @@
-"""Lightning's side of the benchmark: a `fit` whose steps are timed, with the other rows called
-between them (see `inverse_detr.bench`)."""
+"""Lightning's side of the benchmark: a `fit` on one batch with hooks around each step (the
+benchmark times the step in them and calls its other rows between steps)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import lightning.pytorch as pl
@@ -11,61 +10,33 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
-from inverse_detr.bench.timing import PeakMemory, Probe, call_once, synchronize
 from inverse_detr.data.batch import Batch
 
 
-class RoundRobin(Callback):
-    """Times each step of a Lightning `fit` as the probe `step` and, after each step, calls
-    every other probe once: a round. The first `warmup` rounds are untimed.
+class StepHooks(Callback):
+    """Calls `before()` as each training step starts and `after()` as it ends."""
 
-    Interleaving makes every row see the same background load, so that ratios between rows
-    hold on a shared machine where load comes and goes (seen here: one frozen forward took
-    1.7 s, then 7.1 s twenty minutes later); load that moves within a round still shows, which
-    more rounds (`repeats=`) even out.
-    """
-
-    def __init__(
-        self,
-        step: Probe,
-        others: list[Probe],
-        warmup: int,
-        device: torch.device,
-        on_round: Callable[[int], None] | None = None,
-    ) -> None:
-        self.step, self.others, self.warmup, self.device = step, others, warmup, device
-        self.on_round = on_round
-        self.rounds = 0
-        self._memory = PeakMemory(device)
-        self._start = 0.0
+    def __init__(self, before: Callable[[], None], after: Callable[[], None]) -> None:
+        self.before, self.after = before, after
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
-        self._memory.__enter__()
-        self._start = time.perf_counter()
+        self.before()
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
-        synchronize(self.device)
-        elapsed = time.perf_counter() - self._start
-        self._memory.__exit__(None, None, None)
-        timed = self.rounds >= self.warmup
-        self.step.record(elapsed if timed else None, self._memory.mb)
-        for probe in self.others:
-            call_once(probe, self.device, timed)
-        if self.on_round is not None:
-            self.on_round(self.rounds)
-        self.rounds += 1
+        self.after()
 
 
-def fit_rounds(
+def fit_timed(
     module: pl.LightningModule,
     batch: Batch,
-    rounds: RoundRobin,
+    before: Callable[[], None],
+    after: Callable[[], None],
     bf16: bool,
     steps: int,
     device: torch.device,
 ) -> None:
-    """(c) Lightning trains `module` on `batch` for `steps` steps, `rounds` timing them and
-    calling the other rows between them; returns after the last round."""
+    """(c) Lightning trains `module` on `batch` for `steps` steps, `before()` and `after()`
+    called around each step; returns after the last step."""
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
@@ -78,7 +49,7 @@ def fit_rounds(
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        callbacks=[rounds],
+        callbacks=[StepHooks(before, after)],
     )
     # the same batch each step: batch_size=None hands it over as is
     loader = DataLoader([batch] * steps, batch_size=None, collate_fn=_as_is)

@@ -1,0 +1,67 @@
+"""The commands' shell: `--help` on every command, the `inverse-detr` dispatcher, exit codes."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inverse_detr.cli import COMMANDS
+from inverse_detr.cli import main as inverse_detr_main
+from inverse_detr.cli.shell import config_groups
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_prints_usage_with_the_config_groups(command, capsys):
+    main = importlib.import_module(f"inverse_detr.cli.{command}").main
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"inverse_detr.{command}" in out  # the command's own synopsis
+    assert "data=coco|shapes" in out and "trainer=" in out and "experiment=" in out
+
+
+def test_config_groups_are_read_from_configs():
+    groups = config_groups()
+    assert groups["data"] == ["coco", "shapes"]
+    assert {"model", "inverse", "trainer", "experiment"} <= set(groups)
+
+
+def test_inverse_detr_help_lists_the_commands(capsys):
+    assert inverse_detr_main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in COMMANDS)
+
+
+def test_inverse_detr_dispatches_and_refuses_unknown_commands(capsys):
+    assert inverse_detr_main(["evaluate", "--help"]) == 0
+    assert "inverse_detr.evaluate" in capsys.readouterr().out
+    assert inverse_detr_main(["trian"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown command 'trian'; commands: train")
+
+
+def test_a_bad_override_is_one_error_line_and_exit_2(capsys):
+    from inverse_detr.cli.evaluate import main
+
+    assert main(["data.batch_size=many"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error:") and "data.batch_size" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "inverse_detr.train", "--help"],
+        ["-m", "inverse_detr", "analyze", "--help"],
+        ["-m", "inverse_detr.bench", "-h"],
+    ],
+    ids=["python -m inverse_detr.train", "python -m inverse_detr analyze", "bench -h"],
+)
+def test_python_m_entry_points_run_the_commands(argv):
+    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Config groups" in done.stdout
