@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torchmetrics import Metric
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_convert
 
@@ -89,3 +90,36 @@ def evaluate_detector(detr, batches, per_category: bool = True, progress: bool =
             detr_predictions(out.logits, out.pred_boxes, sizes), detection_targets(batch.targets)
         )
     return APScores.from_metric(metric.compute())
+
+
+class MeanImageBaseline(Metric):
+    """MSE of always guessing the mean image: the mean over pixels of E[x²] − E[x]².
+
+    Accumulates per-pixel sums over the images it sees (summed across ranks under DDP, as
+    every torchmetrics state is). All images must have one size.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        # per-pixel sums, (3, H, W) once the first images arrive (a 0-d zero until then)
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("squares", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, images: torch.Tensor) -> None:
+        """images: (B, 3, H, W) in [0, 1]."""
+        images = images.double()
+        if self.total.dim() and self.total.shape != images.shape[1:]:
+            raise ValueError(
+                f"mean-image baseline needs one image size, got {tuple(self.total.shape)}"
+                f" and {tuple(images.shape[1:])}"
+            )
+        self.total = self.total + images.sum(0)
+        self.squares = self.squares + (images**2).sum(0)
+        self.count = self.count + images.shape[0]
+
+    def compute(self) -> torch.Tensor:
+        mean = self.total / self.count
+        return (self.squares / self.count - mean**2).mean().float()

@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from transformers import DetrForObjectDetection
 
 from inverse_detr.detectors.detr import image_normalization
-from inverse_detr.inverse.spec import ChainSpec
+from inverse_detr.inverse.spec import ChainSpec, build_chain
 from inverse_detr.lit.inversion import InversionModule
 
 
@@ -19,7 +19,7 @@ def build_inversion_module(
     mean, std = image_normalization(cfg.model.name)
     return InversionModule(
         detr,
-        spec,
+        build_chain(spec),
         mean,
         std,
         lr=dict(cfg.inverse.lr),

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import lightning.pytorch as pl
 import torch
+from torch import nn
 
 from inverse_detr.errors import UserError
 
@@ -62,3 +63,9 @@ class NonFiniteGuard:
         if self.skipping:
             optimizer.zero_grad(set_to_none=True)
             self.skipping = False
+
+
+def zero_loss(module: nn.Module) -> torch.Tensor:
+    """A 0 that touches every trainable parameter: what a step with no usable image returns,
+    so that DDP's gradient reduction still meets every rank (returning None would hang it)."""
+    return sum(p.sum() for p in module.parameters() if p.requires_grad) * 0.0

@@ -1,12 +1,9 @@
 """Train any subset of the four inverse modules against a frozen DETR, from ONE forward pass.
 
-Each module learns its forward stage's input from its output on the TRUE forward embeddings
-(inputs detached), so one frozen pass per batch feeds every stage's loss:
-  backbone: B → image   (MSE of normalised pixels, the reference code's loss)
-  encoder:  E → B       decoder: D → E (the encoder output, not B as in the public code)
-  head:     (class code ⊕ boxes) → D
-The stage losses touch disjoint parameters, so one optimiser with a parameter group per stage
-(own learning rate, own schedule) computes exactly what separate per-stage optimisers would.
+What each stage learns to give back is `inverse_detr.inverse.losses` (its `stage_loss`); one
+frozen pass per batch feeds every stage's loss. The stage losses touch disjoint parameters, so
+one optimiser with a parameter group per stage (own learning rate, own schedule) computes
+exactly what separate per-stage optimisers would.
 """
 
 from __future__ import annotations
@@ -20,32 +17,19 @@ from torchmetrics import MeanSquaredError
 from torchmetrics.image import PeakSignalNoiseRatio
 from transformers import DetrForObjectDetection
 
+from inverse_detr.analysis.metrics import MeanImageBaseline
 from inverse_detr.data.batch import Batch
 from inverse_detr.detectors.detr import forward_embeddings
-from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES, fit_to_size
+from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES, InverseChain
 from inverse_detr.inverse.embeddings import ForwardEmbeddings
-from inverse_detr.inverse.spec import ChainSpec, build_chain
-from inverse_detr.lit.guards import NonFiniteGuard
+from inverse_detr.inverse.losses import Pixels, stage_loss
+from inverse_detr.lit.guards import NonFiniteGuard, zero_loss
 
 DEFAULT_LR = {"backbone": 3e-3, "encoder": 1e-3, "decoder": 1e-4, "head": 3e-3}
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the positions where `mask` is true.
-
-    pred, target: (B, N, C) tokens or (B, C, H, W) pixels;  mask: (B, N) or (B, H, W)
-    """
-    if pred.dim() == 4:
-        weight = mask.unsqueeze(1).to(pred.dtype)  # (B, 1, H, W)
-        channels = pred.shape[1]
-    else:
-        weight = mask.unsqueeze(-1).to(pred.dtype)  # (B, N, 1)
-        channels = pred.shape[-1]
-    return ((pred - target) ** 2 * weight).sum() / (weight.sum() * channels).clamp_min(1.0)
-
-
 class InversionModule(pl.LightningModule):
-    """A frozen DETR plus the inverse chain being trained.
+    """A frozen DETR plus the inverse chain being trained (every module `chain` holds).
 
     mean, std: the DETR's input normalisation (the backbone loss compares normalised pixels).
     The DETR is kept out of checkpoints: it is reloaded by name, so checkpoints stay small.
@@ -56,7 +40,7 @@ class InversionModule(pl.LightningModule):
     def __init__(
         self,
         detr: DetrForObjectDetection,
-        spec: ChainSpec,
+        chain: InverseChain,
         mean: tuple[float, ...],
         std: tuple[float, ...],
         lr: Mapping[str, float] | None = None,
@@ -69,7 +53,6 @@ class InversionModule(pl.LightningModule):
         self.lr = {**DEFAULT_LR, **dict(lr or {})}
         self.save_hyperparameters(
             {
-                "spec": spec.to_json(),
                 "lr": self.lr,
                 "weight_decay": weight_decay,
                 "schedule": schedule,
@@ -78,9 +61,8 @@ class InversionModule(pl.LightningModule):
         self.detr = detr.eval().requires_grad_(False)
         # a layout change only: the frozen forward ran 2–22 % faster in three runs (BENCHMARKS.md)
         self.detr.model.backbone.to(memory_format=torch.channels_last)
-        self.spec = spec
-        self.chain = build_chain(spec)
-        self.stages = tuple(spec.stages)
+        self.chain = chain
+        self.stages = tuple(s for s in STAGES if getattr(chain, s) is not None)
         self.weight_decay = weight_decay
         self.schedule = schedule
         self.compile_modules = compile
@@ -95,7 +77,7 @@ class InversionModule(pl.LightningModule):
         self.val_psnr = nn.ModuleDict(
             {s: PeakSignalNoiseRatio(data_range=1.0) for s in self.image_stages}
         )
-        self.val_baseline = _MeanImageBaseline()
+        self.val_baseline = MeanImageBaseline()
 
     # -- modes and checkpoints -------------------------------------------------------------
     def train(self, mode: bool = True) -> InversionModule:
@@ -132,23 +114,8 @@ class InversionModule(pl.LightningModule):
 
     def stage_loss(self, stage: str, emb: ForwardEmbeddings, batch: Batch) -> torch.Tensor:
         """One stage's MSE; on its own so that the benchmark times each stage alone."""
-        chain = self.chain
-        if stage == "backbone":
-            pixels = chain.backbone(emb.backbone, emb.grid)  # (B, 3, H'·s, W'·s) in [0, 1]
-            pixels = fit_to_size(pixels, batch.pixel_values.shape[-2:])
-            normalised = (pixels - self.mean) / self.std
-            return masked_mse(normalised, batch.pixel_values, batch.pixel_mask)
-        if stage == "encoder":
-            pred = chain.encoder(emb.encoder, emb.spatial_pos, emb.mask)  # (B, HW, d)
-            return masked_mse(pred, emb.backbone, emb.mask)
-        if stage == "decoder":
-            pred = chain.decoder(emb.decoder, emb.spatial_pos, emb.mask)  # (B, HW, d)
-            return masked_mse(pred, emb.encoder, emb.mask)
-        if stage == "head":
-            pred = chain.head(emb.logits, emb.boxes)  # (B, Q, d)
-            valid = torch.ones(pred.shape[:2], dtype=torch.bool, device=pred.device)
-            return masked_mse(pred, emb.decoder, valid)
-        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+        pixels = Pixels(batch.pixel_values, batch.pixel_mask, self.mean, self.std)
+        return stage_loss(self.chain, stage, emb, pixels)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if batch.skipped:
@@ -192,7 +159,7 @@ class InversionModule(pl.LightningModule):
             self.log(f"val/{stage}/psnr", self.val_psnr[stage].compute())
             self.val_image_mse[stage].reset()
             self.val_psnr[stage].reset()
-        if self.val_baseline.count > 0:
+        if self.val_baseline.update_called:
             self.log("val/baseline/image_mse", self.val_baseline.compute())
         self.val_baseline.reset()
 
@@ -218,49 +185,3 @@ class InversionModule(pl.LightningModule):
             "optimizer": optimiser,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
-
-
-def zero_loss(module: nn.Module) -> torch.Tensor:
-    """A 0 that touches every trainable parameter: what a step with no usable image returns,
-    so that DDP's gradient reduction still meets every rank (returning None would hang it)."""
-    return sum(p.sum() for p in module.parameters() if p.requires_grad) * 0.0
-
-
-class _MeanImageBaseline(nn.Module):
-    """MSE of always guessing the mean image: mean over pixels of E[x²] − E[x]².
-
-    Accumulates per-pixel sums over the validation images (summed across ranks under DDP).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.total = self.squares = None
-        self.count = 0
-
-    def update(self, images: torch.Tensor) -> None:
-        """images: (B, 3, H, W) in [0, 1]."""
-        images = images.double()
-        if self.total is not None and self.total.shape != images.shape[1:]:
-            raise ValueError(
-                f"mean-image baseline needs one image size, got {tuple(self.total.shape)}"
-                f" and {tuple(images.shape[1:])}"
-            )
-        if self.total is None:
-            self.total = torch.zeros_like(images[0])
-            self.squares = torch.zeros_like(images[0])
-        self.total += images.sum(0)
-        self.squares += (images**2).sum(0)
-        self.count += images.shape[0]
-
-    def compute(self) -> torch.Tensor:
-        total, squares = self.total.clone(), self.squares.clone()
-        count = torch.tensor(float(self.count), dtype=torch.float64, device=total.device)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            for tensor in (total, squares, count):
-                torch.distributed.all_reduce(tensor)
-        mean = total / count
-        return (squares / count - mean**2).mean().float()
-
-    def reset(self) -> None:
-        self.total = self.squares = None
-        self.count = 0

@@ -19,8 +19,8 @@ from inverse_detr.data.batch import Batch
 from inverse_detr.detectors.detr import detection_loss, forward_embeddings
 from inverse_detr.inverse.chain import InverseChain
 from inverse_detr.inverse.embeddings import ForwardEmbeddings
-from inverse_detr.lit.guards import NonFiniteGuard
-from inverse_detr.lit.inversion import masked_mse, zero_loss
+from inverse_detr.inverse.losses import Pixels
+from inverse_detr.lit.guards import NonFiniteGuard, zero_loss
 
 JOINT_STAGES = ("backbone", "encoder", "decoder")
 
@@ -91,8 +91,7 @@ class JointModule(pl.LightningModule):
 
     def reconstruction_loss(self, batch: Batch, emb: ForwardEmbeddings) -> torch.Tensor:
         image = self.chain.reconstruct(emb, "decoder")  # (B, 3, H, W) in [0, 1]
-        normalised = (image - self.mean) / self.std
-        return masked_mse(normalised, batch.pixel_values, batch.pixel_mask)
+        return Pixels(batch.pixel_values, batch.pixel_mask, self.mean, self.std).loss(image)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if len(batch) == 0:

@@ -10,11 +10,14 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from inverse_detr.analysis.metrics import MeanImageBaseline
 from inverse_detr.data.batch import Batch
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from inverse_detr.detectors.detr import load_detr
 from inverse_detr.inverse.chain import STAGES
-from inverse_detr.lit.inversion import InversionModule, _MeanImageBaseline, masked_mse
+from inverse_detr.inverse.losses import masked_mse
+from inverse_detr.inverse.spec import build_chain
+from inverse_detr.lit.inversion import InversionModule
 
 
 def make_batch(seed: int = 0, size: int = 2) -> Batch:
@@ -33,7 +36,8 @@ def make_module(tiny_detr_dir, tiny_spec):
         # a trainable DETR in train mode: the module itself must freeze it
         detr = load_detr(tiny_detr_dir, frozen=False).train()
         torch.manual_seed(0)
-        return InversionModule(detr, tiny_spec(detr, stages), IMAGENET_MEAN, IMAGENET_STD, lr=lr)
+        chain = build_chain(tiny_spec(detr, stages))
+        return InversionModule(detr, chain, IMAGENET_MEAN, IMAGENET_STD, lr=lr)
 
     return build
 
@@ -131,7 +135,7 @@ def test_masked_mse_ignores_masked_positions(shape):
 def test_mean_image_baseline_matches_direct_computation():
     torch.manual_seed(0)
     first, second = torch.rand(3, 3, 8, 8), torch.rand(5, 3, 8, 8)
-    baseline = _MeanImageBaseline()
+    baseline = MeanImageBaseline()
     baseline.update(first)
     baseline.update(second)
     images = torch.cat([first, second]).double()
@@ -160,7 +164,7 @@ def test_optimiser_has_one_group_per_trained_stage(make_module):
         }
 
 
-def test_checkpoints_leave_out_the_detr(tiny_detr_dir, make_module, tmp_path):
+def test_checkpoints_leave_out_the_detr(tiny_detr_dir, tiny_spec, make_module, tmp_path):
     module = make_module()
     checkpoint = {
         "state_dict": module.state_dict(),
@@ -176,7 +180,11 @@ def test_checkpoints_leave_out_the_detr(tiny_detr_dir, make_module, tmp_path):
     torch.save(checkpoint, path)
     fresh = load_detr(tiny_detr_dir)
     restored = InversionModule.load_from_checkpoint(
-        path, detr=fresh, spec=module.spec, mean=IMAGENET_MEAN, std=IMAGENET_STD
+        path,
+        detr=fresh,
+        chain=build_chain(tiny_spec(fresh, STAGES)),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
     )
     for key, value in module.chain.state_dict().items():
         torch.testing.assert_close(restored.chain.state_dict()[key], value)
@@ -202,7 +210,7 @@ def test_validation_logs_every_stage_and_the_baseline(module):
 
 
 def test_mean_image_baseline_refuses_mixed_image_sizes():
-    baseline = _MeanImageBaseline()
+    baseline = MeanImageBaseline()
     baseline.update(torch.rand(3, 3, 8, 8))
     with pytest.raises(ValueError, match="one image size"):
         baseline.update(torch.rand(2, 3, 16, 16))
