@@ -35,8 +35,17 @@ def detr_predictions(
 
 
 def detection_targets(targets: list) -> list[dict[str, torch.Tensor]]:
-    """Ground truth of `Target`s in the same pixel frame as `detr_predictions`."""
-    return [{"boxes": _to_pixels(t.boxes.float(), t.size), "labels": t.labels} for t in targets]
+    """Ground truth of `Target`s in the same pixel frame as `detr_predictions`, crowd regions
+    included with `iscrowd` 1 (COCO's protocol: detections matching them are ignored)."""
+    return [_with_crowds(t) for t in targets]
+
+
+def _with_crowds(target) -> dict[str, torch.Tensor]:
+    boxes = torch.cat([target.boxes.float(), target.crowd_boxes.float().to(target.boxes.device)])
+    labels = torch.cat([target.labels, target.crowd_labels.to(target.labels.device)])
+    iscrowd = torch.zeros_like(labels)
+    iscrowd[len(target.labels) :] = 1
+    return {"boxes": _to_pixels(boxes, target.size), "labels": labels, "iscrowd": iscrowd}
 
 
 def ap_metric(per_category: bool = False) -> MeanAveragePrecision:
@@ -92,34 +101,63 @@ def evaluate_detector(detr, batches, per_category: bool = True, progress: bool =
     return APScores.from_metric(metric.compute())
 
 
-class MeanImageBaseline(Metric):
-    """MSE of always guessing the mean image: the mean over pixels of E[x²] − E[x]².
+def image_mse(recon: torch.Tensor, images: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
+    """Per-image MSE over the real (unpadded) pixels: the one image-MSE definition of the
+    project (training metrics and analyses alike). recon, images: (B, 3, H, W) in [0, 1];
+    pixel_mask: (B, H, W), 1 = real pixel. Returns (B,)."""
+    weight = pixel_mask.unsqueeze(1).to(images.dtype)  # (B, 1, H, W)
+    values = (weight.sum((1, 2, 3)) * images.shape[1]).clamp_min(1.0)  # (B,) real values
+    return ((recon - images) ** 2 * weight).sum((1, 2, 3)) / values
 
-    Accumulates per-pixel sums over the images it sees (summed across ranks under DDP, as
-    every torchmetrics state is). All images must have one size.
+
+def psnr(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of per-image MSEs of [0, 1] images: 10·log10(1 / mse), (B,) → (B,).
+    Averaged over images (not pooled over the dataset's pixels) wherever it is reported."""
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+def masked_mean_image(images: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) mean over images of each pixel's real values (0 where none is real)."""
+    weight = pixel_mask.unsqueeze(1).to(images.dtype)  # (B, 1, H, W)
+    return (images * weight).sum(0, keepdim=True) / weight.sum(0, keepdim=True).clamp_min(1.0)
+
+
+class MeanImageBaseline(Metric):
+    """Image MSE of always guessing the mean image, by the definitions above: each image
+    scored with `image_mse` against `masked_mean_image` of all images seen, averaged.
+
+    Streams: per-pixel sums, each image weighted by 1 / its number of real values, so that
+    the mean image need not be known until `compute` (states sum across DDP ranks).
     """
 
     full_state_update = False
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        # per-pixel sums, (3, H, W) once the first images arrive (a 0-d zero until then)
-        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("squares", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        # (3, H, W) or (H, W) once images arrive (0-d zeros until then), all float64
+        for name in ("squares", "weighted", "weights", "total", "real", "count"):
+            self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, images: torch.Tensor) -> None:
-        """images: (B, 3, H, W) in [0, 1]."""
+    def update(self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> None:
+        """images: (B, 3, H, W) in [0, 1]; pixel_mask: (B, H, W), 1 = real (None: all real)."""
         images = images.double()
         if self.total.dim() and self.total.shape != images.shape[1:]:
             raise ValueError(
                 f"mean-image baseline needs one image size, got {tuple(self.total.shape)}"
                 f" and {tuple(images.shape[1:])}"
             )
-        self.total = self.total + images.sum(0)
-        self.squares = self.squares + (images**2).sum(0)
+        if pixel_mask is None:
+            pixel_mask = images.new_ones(images.shape[0], *images.shape[2:])
+        m = pixel_mask.double().unsqueeze(1)  # (B, 1, H, W)
+        w = m / (m.sum((1, 2, 3), keepdim=True) * images.shape[1]).clamp_min(1.0)
+        self.squares = self.squares + (w * images**2).sum(0)
+        self.weighted = self.weighted + (w * images).sum(0)
+        self.weights = self.weights + w.sum(0)
+        self.total = self.total + (m * images).sum(0)
+        self.real = self.real + m.sum(0)
         self.count = self.count + images.shape[0]
 
     def compute(self) -> torch.Tensor:
-        mean = self.total / self.count
-        return (self.squares / self.count - mean**2).mean().float()
+        mean = self.total / self.real.clamp_min(1.0)  # (3, H, W) the masked mean image
+        sums = self.squares - 2 * mean * self.weighted + mean**2 * self.weights
+        return (sums.sum() / self.count).float()

@@ -1,12 +1,12 @@
 """What each stage keeps: reconstructions from backbone / encoder / decoder / head, scored.
 
 Scores per stage over a fixed image subset (means over images):
-  mse             [0, 1] RGB pixels, real (unpadded) pixels only
+  mse             [0, 1] RGB pixels, real (unpadded) pixels only (`metrics.image_mse`)
   mse_normalised  the same in the DETR's normalised pixel space (the inverse backbone's loss)
-  psnr            10·log10(1 / mse) per image, then averaged (dB)
+  psnr            10·log10(1 / mse) per image, then averaged (dB) (`metrics.psnr`)
   ssim            torchmetrics' SSIM on the canvas, padding filled with the input
-The baseline guesses the subset's mean image for every image (scored the same way): a stage
-whose reconstructions do not beat it has kept nothing image-specific.
+The baseline guesses the subset's mean image (of real pixels) for every image, scored the same
+way: a stage whose reconstructions do not beat it has kept nothing image-specific.
 "head" reconstructs from the one-hot of the argmax class (only the decision survives: one-hot
 suppression); "head_soft" from the full class probabilities.
 """
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from inverse_detr.analysis.metrics import image_mse, masked_mean_image, psnr
 from inverse_detr.analysis.subset import AnalysisError, ImageSet, embed
 from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES, InverseChain
 
@@ -72,15 +73,13 @@ def image_scores(
 ) -> dict[str, torch.Tensor]:
     """Per-image scores, each (B,). recon, images: (B, 3, H, W) in [0, 1]; pixel_mask:
     (B, H, W), 1 = real pixel; std: (3, 1, 1) the DETR's normalisation std."""
-    weight = pixel_mask.unsqueeze(1).to(images.dtype)  # (B, 1, H, W)
-    pixels = (weight.sum((1, 2, 3)) * 3).clamp_min(1.0)  # (B,) real values per image
-    squared = (recon - images) ** 2 * weight  # (B, 3, H, W)
-    mse = squared.sum((1, 2, 3)) / pixels
-    filled = torch.where(weight.bool(), recon, images)
+    std = std.to(images.device)
+    mse = image_mse(recon, images, pixel_mask)
+    filled = torch.where(pixel_mask.unsqueeze(1).bool(), recon, images)
     return {
         "mse": mse,
-        "mse_normalised": (squared / std.to(images.device) ** 2).sum((1, 2, 3)) / pixels,
-        "psnr": -10.0 * torch.log10(mse.clamp_min(1e-10)),
+        "mse_normalised": image_mse(recon / std, images / std, pixel_mask),
+        "psnr": psnr(mse),
         "ssim": structural_similarity_index_measure(
             filled, images, data_range=1.0, reduction="none"
         ),
@@ -123,7 +122,7 @@ def stage_analysis(
         )
     subset = subset.to(inverter.device)
     std = inverter.transform.std
-    mean_image = subset.images.mean(0, keepdim=True)  # (1, 3, H, W) the baseline's guess
+    mean_image = masked_mean_image(subset.images, subset.pixel_mask)  # the baseline's guess
     sums, shown = ScoreSums(), {"input": subset.images[:examples].cpu()}
     for batch in subset.chunks(batch_size, "stages" if progress else ""):
         emb = embed(inverter, batch.images, batch.pixel_mask)

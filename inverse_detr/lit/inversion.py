@@ -13,11 +13,10 @@ from collections.abc import Mapping
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torchmetrics import MeanSquaredError
-from torchmetrics.image import PeakSignalNoiseRatio
+from torchmetrics import MeanMetric
 from transformers import DetrForObjectDetection
 
-from inverse_detr.analysis.metrics import MeanImageBaseline
+from inverse_detr.analysis.metrics import MeanImageBaseline, image_mse, psnr
 from inverse_detr.data.batch import Batch
 from inverse_detr.detectors.detr import forward_embeddings
 from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES, InverseChain
@@ -73,10 +72,9 @@ class InversionModule(pl.LightningModule):
         self.strict_loading = False  # checkpoints omit the frozen DETR
         # stages whose whole chain to pixels is trained here: their images can be scored
         self.image_stages = [s for s in STAGES if set(REQUIRED_MODULES[s]) <= set(self.stages)]
-        self.val_image_mse = nn.ModuleDict({s: MeanSquaredError() for s in self.image_stages})
-        self.val_psnr = nn.ModuleDict(
-            {s: PeakSignalNoiseRatio(data_range=1.0) for s in self.image_stages}
-        )
+        # per-image scores averaged over images (analysis.metrics: one definition everywhere)
+        self.val_image_mse = nn.ModuleDict({s: MeanMetric() for s in self.image_stages})
+        self.val_psnr = nn.ModuleDict({s: MeanMetric() for s in self.image_stages})
         self.val_baseline = MeanImageBaseline()
 
     # -- modes and checkpoints -------------------------------------------------------------
@@ -147,11 +145,11 @@ class InversionModule(pl.LightningModule):
             prog_bar=True,
         )
         truth = (batch.pixel_values * self.std + self.mean).clamp(0, 1)  # (B, 3, H, W) RGB
-        self.val_baseline.update(truth)
+        self.val_baseline.update(truth, batch.pixel_mask)
         for stage in self.image_stages:
-            image = self.chain.reconstruct(emb, stage).contiguous()
-            self.val_image_mse[stage].update(image, truth)
-            self.val_psnr[stage].update(image, truth)
+            mse = image_mse(self.chain.reconstruct(emb, stage), truth, batch.pixel_mask)  # (B,)
+            self.val_image_mse[stage].update(mse)
+            self.val_psnr[stage].update(psnr(mse))
 
     def on_validation_epoch_end(self) -> None:
         for stage in self.image_stages:

@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from inverse_detr.analysis.metrics import MeanImageBaseline
+from inverse_detr.analysis.metrics import MeanImageBaseline, image_mse, masked_mean_image, psnr
 from inverse_detr.data.batch import Batch
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from inverse_detr.detectors.detr import load_detr
@@ -214,3 +214,65 @@ def test_mean_image_baseline_refuses_mixed_image_sizes():
     baseline.update(torch.rand(3, 3, 8, 8))
     with pytest.raises(ValueError, match="one image size"):
         baseline.update(torch.rand(2, 3, 16, 16))
+
+
+def padded_batch(seed: int, size: int = 3) -> Batch:
+    """Random images whose right part is padding (pixel_mask 0), a different width each."""
+    batch = make_batch(seed=seed, size=size)
+    for i in range(size):
+        batch.pixel_mask[i, :, 40 + 8 * i :] = 0
+    return batch
+
+
+def test_validation_image_scores_are_per_image_and_skip_padding(module):
+    """One definition: per-image MSE over real pixels, per-image PSNR, both averaged over
+    images; the baseline scores each image against the mean of real pixels."""
+    trainer = pl.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    batches = [padded_batch(seed=3), padded_batch(seed=4)]
+    (metrics,) = trainer.validate(module, dataloaders=DataLoader(batches, batch_size=None))
+    module.eval()
+    mses, truths, masks = {s: [] for s in module.image_stages}, [], []
+    with torch.no_grad():
+        for batch in batches:
+            emb = module.embed(batch)
+            truth = (batch.pixel_values * module.std + module.mean).clamp(0, 1)
+            truths.append(truth)
+            masks.append(batch.pixel_mask)
+            for stage in module.image_stages:
+                mses[stage].append(
+                    image_mse(module.chain.reconstruct(emb, stage), truth, masks[-1])
+                )
+    for stage, values in mses.items():
+        per_image = torch.cat(values)
+        assert metrics[f"val/{stage}/image_mse"] == pytest.approx(float(per_image.mean()), rel=1e-4)
+        assert metrics[f"val/{stage}/psnr"] == pytest.approx(
+            float(psnr(per_image).mean()), rel=1e-4
+        )
+    images, mask = torch.cat(truths), torch.cat(masks)
+    guess = masked_mean_image(images, mask).expand_as(images)
+    expected = float(image_mse(guess, images, mask).mean())
+    assert metrics["val/baseline/image_mse"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_mean_image_baseline_with_padding_matches_the_two_pass_definition():
+    torch.manual_seed(1)
+    images = torch.rand(6, 3, 8, 8)
+    mask = torch.ones(6, 8, 8, dtype=torch.long)
+    mask[:3, :, 5:] = 0
+    mask[4, 6:, :] = 0
+    baseline = MeanImageBaseline()
+    baseline.update(images[:2], mask[:2])
+    baseline.update(images[2:], mask[2:])
+    guess = masked_mean_image(images, mask).expand_as(images)
+    expected = image_mse(guess, images, mask).mean()
+    torch.testing.assert_close(baseline.compute().double(), expected.double(), rtol=1e-5, atol=1e-7)
+    # padding values do not matter
+    images[mask.unsqueeze(1).expand_as(images) == 0] = 0.5
+    again = MeanImageBaseline()
+    again.update(images, mask)
+    torch.testing.assert_close(again.compute(), baseline.compute(), rtol=1e-5, atol=1e-7)
