@@ -49,6 +49,8 @@ class Target:
     masks:   (N, H, W) bool visible-part instance masks on the canvas ((0, H, W) when the
              dataset was built with `with_masks=False`)
     image_id: the COCO image id;  orig_size: (h, w) of the file
+    crowd_labels: (M,) long, crowd_boxes: (M, 4) like `boxes`: the image's crowd regions, kept
+             out of training but passed to AP as `iscrowd` (detections there are ignored)
     """
 
     labels: torch.Tensor
@@ -57,6 +59,8 @@ class Target:
     image_id: int
     orig_size: tuple[int, int]
     size: tuple[int, int]
+    crowd_labels: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    crowd_boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4))
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Target:
         move = {"device": device, "non_blocking": non_blocking}
@@ -67,6 +71,8 @@ class Target:
             self.image_id,
             self.orig_size,
             self.size,
+            self.crowd_labels.to(**move),
+            self.crowd_boxes.to(**move),
         )
 
     def as_hf_labels(self) -> dict[str, torch.Tensor]:
@@ -150,6 +156,7 @@ class CocoDetection(Dataset):
             self.image_ids = self.image_ids[:max_images]
         self.stats = AnnotationStats()
         self.annotations = {i: self._clean(self.coco.imgToAnns.get(i, [])) for i in self.image_ids}
+        self.crowds = {i: self._crowds(self.coco.imgToAnns.get(i, [])) for i in self.image_ids}
         if set(self.stats.dropped) - {"crowd"}:
             log.warning("%s: dropped annotations: %s", annotation_file, self.stats.summary())
 
@@ -166,6 +173,10 @@ class CocoDetection(Dataset):
             else:
                 kept.append(ann)
         return kept
+
+    def _crowds(self, anns: list[dict]) -> list[dict]:
+        """Crowd regions of known categories: not trained on, but ignored regions for AP."""
+        return [a for a in anns if a.get("iscrowd", 0) and a["category_id"] in self.categories]
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -201,6 +212,8 @@ class CocoDetection(Dataset):
         masks = np.zeros((len(anns) if self.with_masks else 0, *size), dtype=bool)  # (N, h0, w0)
         for k, ann in enumerate(anns if self.with_masks else []):
             masks[k] = self._decode_mask(ann, size)
+        crowds = self.crowds[image_id]
+        crowd_boxes = torch.tensor([a["bbox"] for a in crowds], dtype=torch.float32).reshape(-1, 4)
         return Target(
             labels=torch.tensor([a["category_id"] for a in anns], dtype=torch.long),
             boxes=self.transform.boxes(boxes, size),
@@ -208,6 +221,8 @@ class CocoDetection(Dataset):
             image_id=int(image_id),
             orig_size=size,
             size=plan.content,
+            crowd_labels=torch.tensor([a["category_id"] for a in crowds], dtype=torch.long),
+            crowd_boxes=self.transform.boxes(crowd_boxes, size),
         )
 
     def _decode_mask(self, ann: dict, size: tuple[int, int]) -> np.ndarray:

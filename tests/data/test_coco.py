@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from inverse_detr.analysis.metrics import ap_metric, detection_targets
 from inverse_detr.data.batch import collate
 from inverse_detr.data.coco import CocoDetection, DataError
 from inverse_detr.data.splits import Split
@@ -218,3 +219,23 @@ def test_datamodule_batches_coco128_with_workers(coco128):
     assert len(batch.targets) == 4 and batch.skipped == 0
     assert batch.targets[0].masks.shape[0] == 0  # masks are off for training by default
     assert len(list(dm.val_dataloader())) == 2
+
+
+def test_crowd_regions_are_ignored_by_ap_not_counted_as_false_positives(tmp_path):
+    crowd = {"image_id": 1, "category_id": 1, "bbox": [30, 20, 30, 20], "iscrowd": 1}
+    ds = dataset(write_coco(tmp_path, {"a.png": rgb()}, extra_anns=[crowd]))
+    target = ds[0].target
+    assert len(target.labels) == 1  # training sees the object only
+    assert target.crowd_labels.tolist() == [1] and target.crowd_boxes.shape == (1, 4)
+    truth = detection_targets([target])
+    assert truth[0]["iscrowd"].tolist() == [0, 1]
+    # a detection on the object and a more confident one on the crowd region
+    boxes = truth[0]["boxes"].clone()
+    prediction = {
+        "boxes": boxes,
+        "scores": torch.tensor([0.8, 0.9]),
+        "labels": torch.tensor([1, 1]),
+    }
+    metric = ap_metric()
+    metric.update([prediction], truth)
+    assert float(metric.compute()["map_50"]) == pytest.approx(1.0)
