@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from inverse_detr.config import load_config
+from inverse_detr.lit.run import run
+
 PROBE = Path(__file__).with_name("ddp_probe.py")
 
 
@@ -14,6 +17,11 @@ MODES = {
     "inversion": ([], ("val/loss", "val/encoder/mse", "val/backbone/image_mse")),
     # λ = 0 leaves the inverse chain without gradient: DDP must not wait for it
     "joint-lambda-0": (["experiment=joint", "joint.lambda=0"], ("val/ap", "val/rec_mse")),
+    # from a trained export (which holds an inverse head that joint mode never trains)
+    "joint-init-inverse": (
+        ["experiment=joint", "joint.lambda=0.5", "joint.init_inverse={export}"],
+        ("val/ap", "val/rec_mse"),
+    ),
 }
 
 
@@ -21,6 +29,9 @@ MODES = {
 @pytest.mark.parametrize("mode", list(MODES))
 def test_two_ranks_end_with_identical_weights_and_reduced_metrics(mode, tiny_overrides, tmp_path):
     extra, keys = MODES[mode]
+    if any("{export}" in arg for arg in extra):
+        export = run(load_config([*tiny_overrides, "run_name=export"])).run_dir / "export"
+        extra = [arg.format(export=export) for arg in extra]
     overrides = [*extra, *(o for o in tiny_overrides if not o.startswith("trainer.fast_dev_run"))]
     overrides += [
         "trainer=ddp_cpu",

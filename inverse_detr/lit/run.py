@@ -32,7 +32,8 @@ from inverse_detr.detectors.detr import (
 )
 from inverse_detr.errors import Preempted
 from inverse_detr.export import export_inverter, load_inverter
-from inverse_detr.inverse.spec import build_chain
+from inverse_detr.inverse.chain import InverseChain
+from inverse_detr.inverse.spec import ChainSpec, build_chain
 from inverse_detr.lit.build import build_inversion_module
 from inverse_detr.lit.callbacks import AnalysisCallback
 from inverse_detr.lit.checkpointing import (
@@ -85,11 +86,10 @@ def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
         trainable_from_scratch(detr)
     if j.backbone_bf16:
         autocast_backbone(detr)
-    spec = replace(chain_spec(cfg.inverse, detr), stages=JOINT_STAGES)
     if j.init_inverse:
-        loaded = load_inverter(j.init_inverse, detr=detr)
-        chain, spec = loaded.chain, loaded.spec
+        chain, spec = _joint_chain(j.init_inverse, detr)
     else:
+        spec = replace(chain_spec(cfg.inverse, detr), stages=JOINT_STAGES)
         chain = build_chain(spec)
     mean, std = image_normalization(cfg.model.name)
     module = JointModule(
@@ -112,6 +112,21 @@ def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
 
     return Job(module, "val/ap50", "max", finish, ("decoder",) if j.lam > 0 else ())
 
+
+
+def _joint_chain(export: str, detr) -> tuple[InverseChain, ChainSpec]:
+    """The trained inverse modules joint mode goes on with: only the stages it trains (an
+    export's inverse head would sit in the optimiser without ever getting a gradient)."""
+    loaded = load_inverter(export, detr=detr)
+    missing = [s for s in JOINT_STAGES if s not in loaded.spec.stages]
+    if missing:
+        raise ConfigError(
+            f"joint.init_inverse={export} has no inverse {', '.join(missing)}; joint mode "
+            f"trains {', '.join(JOINT_STAGES)}"
+        )
+    for stage in set(loaded.spec.stages) - set(JOINT_STAGES):
+        setattr(loaded.chain, stage, None)
+    return loaded.chain, replace(loaded.spec, stages=JOINT_STAGES)
 
 @dataclass
 class RunResult:
