@@ -141,3 +141,15 @@ def test_resume_without_a_checkpoint_is_a_one_line_error(tiny_overrides):
 
 def test_bf16_mixed_precision_fast_dev_run(tiny_overrides):
     assert main([*tiny_overrides, "trainer.precision=bf16-mixed"]) == 0
+
+
+def test_the_best_checkpoint_is_chosen_by_the_geometric_mean_of_stage_losses(
+    tiny_overrides, tmp_path
+):
+    overrides = [o for o in tiny_overrides if not o.startswith("trainer.fast")]
+    cfg = load_config([*overrides, "trainer.max_steps=4", "trainer.max_epochs=2"])
+    run_dir = run(cfg).run_dir
+    (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
+    state = torch.load(best, map_location="cpu", weights_only=True)["callbacks"]
+    (key,) = [k for k in state if k.startswith("ModelCheckpoint")]
+    assert state[key]["monitor"] == "val/geomean_mse" and state[key]["best_model_score"] > 0

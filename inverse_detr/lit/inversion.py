@@ -24,6 +24,10 @@ from inverse_detr.inverse.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.losses import Pixels, stage_loss
 from inverse_detr.lit.guards import NonFiniteGuard, zero_loss
 
+# what picks the best checkpoint: the geometric mean of the trained stages' validation losses.
+# Scale-free (the stages' losses live on unrelated scales, so their sum is ruled by the
+# largest): a checkpoint wins when its stages improved by a larger factor on (geometric) average
+SELECTION_METRIC = "val/geomean_mse"
 DEFAULT_LR = {"backbone": 3e-3, "encoder": 1e-3, "decoder": 1e-4, "head": 3e-3}
 
 
@@ -76,6 +80,7 @@ class InversionModule(pl.LightningModule):
         self.val_image_mse = nn.ModuleDict({s: MeanMetric() for s in self.image_stages})
         self.val_psnr = nn.ModuleDict({s: MeanMetric() for s in self.image_stages})
         self.val_baseline = MeanImageBaseline()
+        self.val_stage_mse = nn.ModuleDict({s: MeanMetric() for s in self.stages})
 
     # -- modes and checkpoints -------------------------------------------------------------
     def train(self, mode: bool = True) -> InversionModule:
@@ -137,6 +142,7 @@ class InversionModule(pl.LightningModule):
         n = len(batch)
         for stage, loss in losses.items():
             self.log(f"val/{stage}/mse", loss, batch_size=n, sync_dist=True)
+            self.val_stage_mse[stage].update(loss.detach(), weight=n)
         self.log(
             "val/loss",
             torch.stack(list(losses.values())).sum(),
@@ -152,6 +158,11 @@ class InversionModule(pl.LightningModule):
             self.val_psnr[stage].update(psnr(mse))
 
     def on_validation_epoch_end(self) -> None:
+        if all(m.update_called for m in self.val_stage_mse.values()):
+            means = torch.stack([m.compute() for m in self.val_stage_mse.values()])
+            self.log(SELECTION_METRIC, means.clamp_min(1e-12).log().mean().exp())
+        for metric in self.val_stage_mse.values():
+            metric.reset()
         for stage in self.image_stages:
             self.log(f"val/{stage}/image_mse", self.val_image_mse[stage].compute())
             self.log(f"val/{stage}/psnr", self.val_psnr[stage].compute())

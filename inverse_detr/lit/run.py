@@ -40,7 +40,7 @@ from inverse_detr.lit.checkpointing import (
     check_resumable,
 )
 from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule
-from inverse_detr.lit.inversion import InversionModule
+from inverse_detr.lit.inversion import SELECTION_METRIC, InversionModule
 from inverse_detr.lit.joint import JOINT_STAGES, JointModule
 from inverse_detr.lit.loggers import finish_logger
 from inverse_detr.lit.trainer import build_trainer, run_dir_for
@@ -76,7 +76,7 @@ def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
     def finish(out: Path) -> None:
         export_inverter(module.chain, spec, transform, detr_name, out / "export")
 
-    return Job(module, "val/loss", "min", finish, tuple(module.image_stages))
+    return Job(module, SELECTION_METRIC, "min", finish, tuple(module.image_stages))
 
 
 def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:

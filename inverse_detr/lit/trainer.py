@@ -34,7 +34,7 @@ def build_trainer(
     cfg: DictConfig,
     run_dir: Path,
     callbacks: list[Callback],
-    monitor: str = "val/loss",
+    monitor: str,
     monitor_mode: str = "min",
 ) -> pl.Trainer:
     t = cfg.trainer

@@ -17,7 +17,7 @@ from inverse_detr.detectors.detr import load_detr
 from inverse_detr.inverse.chain import STAGES
 from inverse_detr.inverse.losses import masked_mse
 from inverse_detr.inverse.spec import build_chain
-from inverse_detr.lit.inversion import InversionModule
+from inverse_detr.lit.inversion import SELECTION_METRIC, InversionModule
 
 
 def make_batch(seed: int = 0, size: int = 2) -> Batch:
@@ -276,3 +276,17 @@ def test_mean_image_baseline_with_padding_matches_the_two_pass_definition():
     again = MeanImageBaseline()
     again.update(images, mask)
     torch.testing.assert_close(again.compute(), baseline.compute(), rtol=1e-5, atol=1e-7)
+
+
+def test_the_selection_metric_is_the_geometric_mean_of_the_stage_losses(module):
+    trainer = pl.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    batches = [make_batch(seed=5), make_batch(seed=6, size=3)]
+    (metrics,) = trainer.validate(module, dataloaders=DataLoader(batches, batch_size=None))
+    losses = torch.tensor([float(metrics[f"val/{s}/mse"]) for s in module.stages])
+    expected = float(losses.log().mean().exp())
+    assert metrics[SELECTION_METRIC] == pytest.approx(expected, rel=1e-5)
