@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import DetrForObjectDetection
 
+from inverse_detr.config import REPO_ROOT
 from inverse_detr.data.transforms import DetrTransform
 from inverse_detr.detectors.detr import detr_signature, forward_embeddings, load_detr, local_dir
 from inverse_detr.errors import UserError
@@ -49,7 +50,7 @@ def export_inverter(
         "format": FORMAT,
         "version": VERSION,
         "spec": spec.to_json(),
-        "detr": detr_name,
+        "detr": portable_detr_name(detr_name, out_dir),
         "input": {
             "image_size": list(transform.image_size),
             "resize": transform.mode,
@@ -59,6 +60,19 @@ def export_inverter(
     }
     (out_dir / SPEC_FILE).write_text(json.dumps(record, indent=2))
     return out_dir
+
+
+def portable_detr_name(name: str, out_dir: Path) -> str:
+    """What to record for the DETR so that the export loads from any working directory: a
+    path relative to the export stays; a local directory becomes relative to the repository
+    root when inside it (as `checkpoints/shapes-detr`), else absolute; hub ids stay."""
+    if not Path(name).is_absolute() and (out_dir / name).is_dir():
+        return name
+    local = local_dir(name)
+    if local is None:
+        return name
+    local = local.resolve()
+    return str(local.relative_to(REPO_ROOT)) if local.is_relative_to(REPO_ROOT) else str(local)
 
 
 @dataclass

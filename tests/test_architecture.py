@@ -23,7 +23,7 @@ MAY_IMPORT = {
     "data": {"errors", "config"},
     "inverse": set(),
     "detectors": {"errors", "config", "data", "inverse"},
-    "export": {"errors", "data", "detectors", "inverse"},
+    "export": {"errors", "config", "data", "detectors", "inverse"},
     "analysis": {"errors", "config", "data", "detectors", "inverse", "export"},
     "layout": {"errors", "config", "data", "detectors", "analysis"},
     "lit": {"errors", "config", "data", "detectors", "inverse", "export", "analysis", "layout"},

@@ -180,3 +180,22 @@ def test_recorded_relative_detr_resolves_inside_the_export(
     for key, value in detr.state_dict().items():
         torch.testing.assert_close(inverter.detr.state_dict()[key], value)
     assert [n for n, p in inverter.detr.named_parameters() if p.requires_grad] == []
+
+
+def test_a_detr_given_relative_to_the_working_directory_loads_from_anywhere(
+    chain, spec, tiny_detr_dir, tmp_path, monkeypatch
+):
+    shutil.copytree(tiny_detr_dir, tmp_path / "models" / "detr")
+    monkeypatch.chdir(tmp_path)
+    out = export(chain, spec, "models/detr", tmp_path / "run" / "export")
+    recorded = json.loads((out / "inverter.json").read_text())["detr"]
+    assert Path(recorded) == tmp_path.resolve() / "models" / "detr"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_inverter(out).reconstruct(images()).shape == (2, 3, *SIZE)
+
+
+def test_repository_detectors_are_recorded_relative_to_the_repository(chain, spec, tmp_path):
+    out = export(chain, spec, "checkpoints/shapes-detr", tmp_path / "export")
+    assert json.loads((out / "inverter.json").read_text())["detr"] == "checkpoints/shapes-detr"
