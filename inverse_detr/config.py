@@ -13,6 +13,7 @@ Unknown keys and wrong types are one-line `ConfigError`s naming the key.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,14 @@ ALIASES = {"joint.lambda": "joint.lam", "sweep.lambda": "sweep.lambdas"}
 ALIASES |= {"ckpt": "analysis.ckpt", "analyses": "analysis.analyses"}
 # and invert_layout's
 ALIASES |= {"layouts": "layout.layouts", "n": "layout.n"}
+
+CACHE_ENV = "INVERSE_DETR_CACHE"
+
+
+def default_cache_dir() -> str:
+    """Where generated data lives unless `data.cache_dir` says: $INVERSE_DETR_CACHE, else
+    ~/.cache/inverse_detr (the test suite points the variable at a temporary folder)."""
+    return os.environ.get(CACHE_ENV) or "~/.cache/inverse_detr"
 
 
 class ConfigError(UserError, ValueError):
@@ -75,7 +84,7 @@ class DataConfig:
     train_annotations: str = "annotations/instances_train2017.json"
     val_images: str = "val2017"
     val_annotations: str = "annotations/instances_val2017.json"
-    cache_dir: str = "~/.cache/inverse_detr"  # where the shapes world is generated
+    cache_dir: str = field(default_factory=default_cache_dir)  # where the shapes world lives
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
     image_size: list[int] = field(default_factory=lambda: [128, 128])  # (H, W)
     resize: str = "fixed"  # fixed: stretch to image_size | pad: keep aspect, pad, pixel mask
@@ -294,8 +303,16 @@ def _parse_overrides(overrides: list[str], config_dir: Path):
     return groups, experiment, dotlist
 
 
-def load_config(overrides: list[str] | None = None, config_dir: Path = CONFIG_DIR) -> DictConfig:
-    """The validated config for `overrides` (a list of `key=value` strings)."""
+def load_config(
+    overrides: list[str] | None = None,
+    config_dir: Path = CONFIG_DIR,
+    run_config: Path | None = None,
+) -> DictConfig:
+    """The validated config for `overrides` (a list of `key=value` strings).
+
+    run_config: a run's saved config.yaml whose `data` section is merged after the YAML files,
+    before the command line (analyze on a run folder).
+    """
     groups_cli, experiment, dotlist = _parse_overrides(list(overrides or []), config_dir)
     base = config_dir / "train.yaml"
     groups, base_values = _split_defaults(_read_yaml(base), base)
@@ -319,6 +336,8 @@ def load_config(overrides: list[str] | None = None, config_dir: Path = CONFIG_DI
         cfg = _merge(cfg, {group: _read_yaml(path)}, str(path))
     cfg = _merge(cfg, base_values, str(base))
     cfg = _merge(cfg, exp_values, exp_source)
+    if run_config is not None:
+        cfg = _merge(cfg, {"data": _read_yaml(run_config).get("data", {})}, str(run_config))
     try:
         cli = OmegaConf.from_dotlist(dotlist)
     except OmegaConfBaseException as err:
@@ -326,6 +345,12 @@ def load_config(overrides: list[str] | None = None, config_dir: Path = CONFIG_DI
     cfg = _merge(cfg, cli, "command line")
     validate(cfg)
     return cfg
+
+
+def given_keys(overrides: list[str]) -> list[str]:
+    """The keys `key=value` overrides set, aliases resolved; a group or an experiment chosen
+    gives its name (`data=coco` → data, `ckpt=runs/x` → analysis.ckpt)."""
+    return [ALIASES.get(key, key) for key in (item.partition("=")[0] for item in overrides)]
 
 
 def validate(cfg: DictConfig) -> None:
@@ -341,7 +366,7 @@ def validate(cfg: DictConfig) -> None:
     _check_list(cfg, "inverse.stages", ("backbone", "encoder", "decoder", "head"))
     _check_list(cfg, "analysis.analyses", ANALYSES)
     _check_list(cfg, "analysis.callback_analyses", ANALYSES)
-    _check_list(cfg, "analysis.filters", FILTERS)
+    _check_filters(cfg)
     if not 0.0 <= cfg.analysis.min_area <= 1.0:
         raise ConfigError(
             f"config key 'analysis.min_area' must lie in [0, 1], got {cfg.analysis.min_area}"
@@ -351,7 +376,7 @@ def validate(cfg: DictConfig) -> None:
     for lam in [cfg.joint.lam, *cfg.sweep.lambdas]:
         if not 0.0 <= lam <= 1.0:
             raise ConfigError(f"λ must lie in [0, 1] (joint.lam / sweep.lambdas), got {lam}")
-    for key in ("data.batch_size", "layout.batch_size"):
+    for key in ("data.batch_size", "layout.batch_size", "analysis.batch_size"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must be ≥ 1, got {OmegaConf.select(cfg, key)}")
     _check_layout(cfg.layout)
@@ -398,6 +423,17 @@ def _check_list(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
     if bad or not values:
         raise ConfigError(
             f"config key '{key}' has {bad or 'nothing'}; allowed: {', '.join(allowed)}"
+        )
+
+
+def _check_filters(cfg: DictConfig) -> None:
+    """The colour analysis compares ≥ 2 distinct filters."""
+    _check_list(cfg, "analysis.filters", FILTERS)
+    filters = list(cfg.analysis.filters)
+    if len(filters) < 2 or len(set(filters)) < len(filters):
+        raise ConfigError(
+            f"config key 'analysis.filters' is {filters}; the colour analysis compares ≥ 2 "
+            f"distinct filters of: {', '.join(FILTERS)}"
         )
 
 

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from inverse_detr.config import CACHE_ENV
 from inverse_detr.detectors.detr import detr_signature, random_detr
 from inverse_detr.inverse.chain import STAGES
 from inverse_detr.inverse.spec import ChainSpec
 
 COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory) -> Path:
+    """The suite never writes into the user's cache: generated worlds go to a temporary
+    folder, for this process and every command, notebook kernel or DDP rank it starts."""
+    cache = tmp_path_factory.mktemp("inverse-detr-cache")
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(cache)
+    yield cache
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
 
 
 @pytest.fixture(scope="session")

@@ -51,6 +51,11 @@ def test_model_shorthand_names_a_directory_or_hub_id():
         (["layout.blur_every=-5"], r"'layout.blur_every' must be ≥ 0, got -5"),
         (["layout.loss=boxes"], r"'layout.loss' is 'boxes'; allowed: both, class, box"),
         (["n=-1"], r"'layout.n' must be ≥ 0"),
+        # the colour analysis compares ≥ 2 distinct filters: caught here, not deep in a run
+        (["analysis.filters=[none]"], r"'analysis.filters' is \['none'\].*: none, red, .*gray$"),
+        (["analysis.filters=[red,red]"], r"'analysis.filters' is \['red', 'red'\]; .*distinct"),
+        (["analysis.filters=[none,pink]"], r"'analysis.filters' has \['pink'\]; allowed: none"),
+        (["analysis.batch_size=0"], r"'analysis.batch_size' must be ≥ 1, got 0"),
     ],
 )
 def test_bad_config_is_a_one_line_error(override, message):
@@ -71,3 +76,9 @@ def test_saved_config_round_trips(tmp_path: Path):
     cfg = load_config(["data.batch_size=5"])
     path = save_config(cfg, tmp_path / "run" / "config.yaml")
     assert OmegaConf.load(path) == cfg
+
+
+def test_the_suite_generates_data_in_a_temporary_cache_not_the_users(private_cache):
+    cache = Path(load_config([]).data.cache_dir).expanduser()
+    assert cache == private_cache
+    assert not cache.is_relative_to(Path("~/.cache").expanduser())

@@ -25,9 +25,9 @@ class Setup:
     names: dict[int, str]
 
 
-def prepare(cfg: DictConfig) -> Setup:
-    """Load the inverter named by `cfg.analysis.ckpt` and the images of `cfg.data`'s val split."""
-    device = "cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+def prepare(cfg: DictConfig, device: torch.device | str = "cpu") -> Setup:
+    """Load the inverter named by `cfg.analysis.ckpt` onto `device` and the images of
+    `cfg.data`'s val split."""
     inverter = load_inverter(cfg.analysis.ckpt, device=device)
     train_split, val_split = data_splits(cfg.data)
     val = CocoDetection(val_split.images, val_split.annotations, inverter.transform)

@@ -9,9 +9,13 @@ e.g. `data=coco data.root=...` for a COCO run) and writes an output folder:
   cross_layer_mse.png  cross_layer_grid.png                analyses=cross_layer
   color_pairwise.png  color_hue.png  color_saturation.png  color_ap.png
   color_reconstructions.png                                analyses=color
-Images are preprocessed as the export records (size, resize mode, normalisation). Options live
-under `analysis.*` (see configs/train.yaml): images, batch_size, filters, categories, min_area,
-out. Checkpoints are read as safetensors + JSON only.
+When `ckpt` is a training run folder (its config.yaml beside export/), the data settings are
+the run's; `data.*` keys on the command line win key by key, and `data=NAME` or `experiment=`
+takes the data section from the command line alone. Images are preprocessed as the export
+records (size, resize mode, normalisation). Options live under `analysis.*` (see
+configs/train.yaml): images, batch_size, filters, categories, min_area, out. Runs on the GPU
+when one is present (`trainer.accelerator=cpu`: the CPU). Checkpoints are read as
+safetensors + JSON only.
 """
 
 from __future__ import annotations
@@ -19,18 +23,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from inverse_detr.analysis.report import write_report
 from inverse_detr.analysis.setup import prepare
 from inverse_detr.analysis.suite import Result, run_analyses, save_outputs, scalars
+from inverse_detr.cli.device import inference_device
 from inverse_detr.cli.shell import run_command
-from inverse_detr.config import load_config
+from inverse_detr.config import given_keys, load_config
+from inverse_detr.detectors.detr import local_dir
 
 
-def analyze(cfg: DictConfig) -> Path:
-    """Run `cfg.analysis.analyses`; returns the output folder holding report.html."""
-    setup = prepare(cfg)
+def analyze(cfg: DictConfig, device: torch.device | str = "cpu") -> Path:
+    """Run `cfg.analysis.analyses` on `device`; returns the output folder holding report.html."""
+    setup = prepare(cfg, device)
     results = run_analyses(setup.inverter, setup.subset, list(cfg.analysis.analyses), setup.options)
     out = output_dir(cfg)
     sections = save_outputs(results, out, setup.names)
@@ -62,4 +69,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _analyze(args: list[str]) -> None:
-    analyze(load_config(args))
+    cfg = analysis_config(args)
+    analyze(cfg, inference_device(cfg, args))
+
+
+def analysis_config(args: list[str]) -> DictConfig:
+    """The config for `args`, with the data section of the training run `ckpt` names (if it
+    names one) under the command line's `data.*` keys; `data=` or `experiment=` on the command
+    line keeps the run's data section out. Says on stdout where the data settings came from."""
+    cfg = load_config(args)
+    run_config = saved_run_config(cfg.analysis.ckpt)
+    if run_config is None:
+        return cfg
+    keys = given_keys(args)
+    if {"data", "experiment"} & set(keys):
+        print(f"data settings from the command line, not from {run_config}", flush=True)
+        return cfg
+    cfg = load_config(args, run_config=run_config)
+    data, ours = cfg.data, [k for k in keys if k.startswith("data.")]
+    where = f"root={data.root}" if data.kind == "coco" else f"cache_dir={data.cache_dir}"
+    mine = f"; from the command line: {', '.join(ours)}" if ours else ""
+    print(f"data settings from {run_config} (kind={data.kind}, {where}){mine}", flush=True)
+    return cfg
+
+
+def saved_run_config(ckpt: str) -> Path | None:
+    """The config.yaml of the training run `ckpt` points at (the run folder or its export/),
+    None for an export alone."""
+    path = local_dir(ckpt)
+    if path is None:
+        return None
+    run = path.parent if path.name == "export" else path
+    found = run / "config.yaml"
+    return found if found.is_file() and (run / "export").is_dir() else None

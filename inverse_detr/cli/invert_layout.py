@@ -16,6 +16,9 @@ detectors for the matrix: `layout.detectors=[dir_or_hub_id,...]`. Options under 
 instead: per category, `seeds` images maximising query Q's probability of it, then the context
 the detector reports on them. Writes query-Q/<category>/NNNN.png, query-Q/images.png,
 query-Q/context.png and query-Q/context.json.
+
+Runs on the GPU when one is present; `trainer.accelerator=cpu` (or `trainer=cpu`) keeps it on
+the CPU, `trainer.accelerator=gpu` insists on the GPU.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torchvision.ops import box_convert
 from torchvision.utils import save_image
 
 from inverse_detr.analysis.plots import grouped_bars, heatmaps, reconstruction_grid
+from inverse_detr.cli.device import inference_device
 from inverse_detr.cli.shell import run_command
 from inverse_detr.config import ConfigError, load_config
 from inverse_detr.data.splits import data_splits
@@ -54,7 +58,9 @@ from inverse_detr.layout.transfer import (
 )
 
 
-def load_detectors(cfg: DictConfig, device: str, others: bool = True) -> list[Detector]:
+def load_detectors(
+    cfg: DictConfig, device: torch.device | str, others: bool = True
+) -> list[Detector]:
     """The main detector (`model`) first, then (with `others`) `layout.detectors`, under
     unique short names."""
     if cfg.model.name == "random":
@@ -80,14 +86,10 @@ def layouts_for(cfg: DictConfig, detectors: list[Detector]) -> LayoutSet:
     return read_layouts(annotations, cfg.layout.n, num_labels, max_objects)
 
 
-def device_for(cfg: DictConfig) -> str:
-    """CUDA when the trainer section allows it (`trainer=gpu`) and one is present."""
-    return "cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
-
-
-def invert_layout(cfg: DictConfig) -> Path:
-    """Invert `cfg.layout.n` layouts with every detector; returns the output folder."""
-    detectors = load_detectors(cfg, device_for(cfg))
+def invert_layout(cfg: DictConfig, device: torch.device | str = "cpu") -> Path:
+    """Invert `cfg.layout.n` layouts with every detector (on `device`); returns the output
+    folder."""
+    detectors = load_detectors(cfg, device)
     layout_set = layouts_for(cfg, detectors)
     print(f"{cfg.layout.layouts}: {layout_set.summary()}", flush=True)
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
@@ -112,10 +114,10 @@ def invert_layout(cfg: DictConfig) -> Path:
     return out
 
 
-def visualise_query(cfg: DictConfig) -> Path:
+def visualise_query(cfg: DictConfig, device: torch.device | str = "cpu") -> Path:
     """Single-query visualisation of `layout.query` for each of `layout.categories`, and the
-    context the detector reports around it; returns the output folder."""
-    (detector,) = load_detectors(cfg, device_for(cfg), others=False)
+    context the detector reports around it (on `device`); returns the output folder."""
+    (detector,) = load_detectors(cfg, device, others=False)
     query, names = cfg.layout.query, named_categories(detector.detr)
     _check_query(cfg, detector, names)
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
@@ -282,5 +284,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _invert(args: list[str]) -> None:
-    cfg = load_config(["layout.report=true" if a == "--report" else a for a in args])
-    (visualise_query if cfg.layout.query >= 0 else invert_layout)(cfg)
+    args = ["layout.report=true" if a == "--report" else a for a in args]
+    cfg = load_config(args)
+    (visualise_query if cfg.layout.query >= 0 else invert_layout)(cfg, inference_device(cfg, args))

@@ -113,7 +113,6 @@ def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
     return Job(module, "val/ap50", "max", finish, ("decoder",) if j.lam > 0 else ())
 
 
-
 def _joint_chain(export: str, detr) -> tuple[InverseChain, ChainSpec]:
     """The trained inverse modules joint mode goes on with: only the stages it trains (an
     export's inverse head would sit in the optimiser without ever getting a gradient)."""
@@ -127,6 +126,7 @@ def _joint_chain(export: str, detr) -> tuple[InverseChain, ChainSpec]:
     for stage in set(loaded.spec.stages) - set(JOINT_STAGES):
         setattr(loaded.chain, stage, None)
     return loaded.chain, replace(loaded.spec, stages=JOINT_STAGES)
+
 
 @dataclass
 class RunResult:

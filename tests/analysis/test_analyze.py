@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from inverse_detr.cli import analyze as analyze_command
 from inverse_detr.cli.analyze import main
-from inverse_detr.config import load_config
+from inverse_detr.config import load_config, save_config
 from inverse_detr.export import export_inverter
 from inverse_detr.lit.run import run
 
@@ -35,6 +36,16 @@ def tiny_export(tmp_path_factory, tiny_inverter, tiny_detr_dir):
     inv = tiny_inverter
     out = tmp_path_factory.mktemp("tiny-run") / "export"
     return export_inverter(inv.chain, inv.spec, inv.transform, str(tiny_detr_dir), out)
+
+
+@pytest.fixture
+def tiny_run(tmp_path, tiny_inverter, tiny_detr_dir, data_overrides):
+    """A training run folder: export/ and the resolved config.yaml, whose data section is the
+    tiny world's (not the default one)."""
+    inv, run = tiny_inverter, tmp_path / "tiny-run"
+    export_inverter(inv.chain, inv.spec, inv.transform, str(tiny_detr_dir), run / "export")
+    save_config(load_config([*data_overrides, "run_name=tiny-run"]), run / "config.yaml")
+    return run
 
 
 def test_analyze_writes_figures_metrics_and_a_report(tiny_export, data_overrides, tmp_path, capsys):
@@ -73,6 +84,46 @@ def test_bad_requests_are_one_line_errors(tiny_export, data_overrides, args, mes
     err = capsys.readouterr().err  # progress bars, then the error line
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last and "Traceback" not in err
+
+
+def test_a_single_colour_filter_is_one_config_error_line(
+    tiny_export, data_overrides, tmp_path, capsys
+):
+    out = [f"ckpt={tiny_export}", "analysis.images=2", f"analysis.out={tmp_path / 'r'}"]
+    assert main([*out, *data_overrides, "analysis.filters=[none]"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert "'analysis.filters' is ['none']" in errors[0] and "shift120" in errors[0]
+
+
+def test_analyze_takes_the_data_settings_of_a_run_folder(
+    tiny_run, tiny_export, shapes_cache, monkeypatch, capsys
+):
+    seen = []
+    # the config analyze would run on
+    monkeypatch.setattr(analyze_command, "analyze", lambda cfg, *rest: seen.append(cfg))
+    for ckpt in (tiny_run, tiny_run / "export"):
+        assert main([f"ckpt={ckpt}"]) == 0
+        assert seen[-1].data.cache_dir == str(shapes_cache) and seen[-1].data.shapes.size == 64
+        assert seen[-1].data.image_size == [64, 64] and seen[-1].data.shapes.val == 4
+    said = capsys.readouterr().out
+    assert said.count(f"data settings from {tiny_run / 'config.yaml'}") == 2
+    # a data key on the command line wins over the run's, the rest still comes from the run
+    assert main([f"ckpt={tiny_run}", "data.shapes.size=96"]) == 0
+    assert seen[-1].data.shapes.size == 96 and seen[-1].data.cache_dir == str(shapes_cache)
+    assert "data.shapes.size" in capsys.readouterr().out
+    # a data group on the command line replaces the run's section; an export alone: the default
+    default = load_config([]).data
+    for args in ([f"ckpt={tiny_run}", "data=shapes"], [f"ckpt={tiny_export}"]):
+        assert main(args) == 0 and seen[-1].data == default
+
+
+def test_analyze_of_a_run_folder_reads_the_runs_world(tiny_run, tmp_path):
+    out = tmp_path / "report"
+    assert main([f"ckpt={tiny_run}", "analyses=[stages]", f"analysis.out={out}"]) == 0
+    # analysis.images=64 by default: the run's tiny world has 4 val images, the default 200
+    assert json.loads((out / "metrics.json").read_text())["stages"]["images"] == 4
 
 
 def test_training_runs_the_analysis_callback(tiny_overrides):
