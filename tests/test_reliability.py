@@ -136,6 +136,8 @@ def test_sigkill_then_resume_continues_from_the_saved_state(overrides, tmp_path)
     saved = killed["global_step"]
     assert saved >= 3 and not last.is_symlink()
 
+    # a kill during a save leaves its partial file (here made sure of): resuming removes it
+    (last.parent / ".best-0-1.ckpt.partial").write_bytes(b"half a checkpoint")
     recorder = Recorder()
     cfg = load_config([*overrides, f"trainer.max_steps={saved + 3}", "resume=last"])
     result = train.run(cfg, callbacks=[recorder])

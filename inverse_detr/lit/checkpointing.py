@@ -60,6 +60,20 @@ def atomic_save(obj: Any, path: Path) -> None:
         os.close(folder)
 
 
+def remove_partial_files(folder: Path) -> int:
+    """Delete what killed saves left in `folder` (`.<name>.partial`); returns how many. A
+    resumed run calls it: the partial file of a best-<epoch>-<step> target is never
+    overwritten, since the next best has another name."""
+    partials = list(folder.glob(".*.partial")) if folder.is_dir() else []
+    for partial in partials:
+        partial.unlink(missing_ok=True)
+    if partials:
+        log.info(
+            "removed %d partial checkpoint file(s) of a killed save in %s", len(partials), folder
+        )
+    return len(partials)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch checkpoint IO with an atomic local save (remote paths: Lightning's)."""
 

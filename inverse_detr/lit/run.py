@@ -38,6 +38,7 @@ from inverse_detr.lit.build import build_inversion_module
 from inverse_detr.lit.callbacks import AnalysisCallback
 from inverse_detr.lit.checkpointing import (
     check_resumable,
+    remove_partial_files,
 )
 from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule
 from inverse_detr.lit.inversion import SELECTION_METRIC, InversionModule
@@ -147,6 +148,7 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
     resume = _resume_path(cfg, run_dir)
     if resume:
         check_resumable(Path(resume), job.module)
+        _on_rank_zero(remove_partial_files, run_dir / "checkpoints")
     callbacks = [*(callbacks or []), *analysis_callbacks(cfg, run_dir)]
     trainer = build_trainer(cfg, run_dir, callbacks, job.monitor, job.monitor_mode)
     try:
