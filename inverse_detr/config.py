@@ -69,11 +69,17 @@ class ModelConfig:
 
 @dataclass
 class ShapesConfig:
+    """The generated world and the truths it plants (see inverse_detr.data.shapes.rules)."""
+
     train: int = 2000
     val: int = 200
     size: int = 128
     classes: int = 6
     seed: int = 0
+    colour: str = "prototype"  # prototype: class hues | off: every hue uniform (the control)
+    context: bool = False  # co-occurrence rules (an anchor class brings a partner at one side)
+    texture: bool = False  # class-specific textures on some classes
+    scale: str = "narrow"  # narrow: the first version's sizes | spread: small/medium/large
 
 
 @dataclass
@@ -217,6 +223,8 @@ FILTERS = ("none", "red", "green", "blue", "shift120", "shift240", "gray")  # da
 CHOICES = {
     "mode": ("inversion", "joint"),
     "data.kind": ("shapes", "coco"),
+    "data.shapes.colour": ("prototype", "off"),  # data/shapes/rules.py COLOUR_RULES
+    "data.shapes.scale": ("narrow", "spread"),  # data/shapes/rules.py SCALE_RULES
     "data.resize": ("fixed", "pad"),
     "data.on_bad_image": ("skip", "error"),
     "inverse.backbone_kind": ("conv", "linear"),

@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from inverse_detr.config import ConfigError
-from inverse_detr.data.shapes import ensure_shapes_world
+from inverse_detr.data.shapes import Rules, ensure_shapes_world
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,13 @@ class Split:
 
     images: Path
     annotations: Path
+
+
+def shapes_rules(shapes: DictConfig) -> Rules:
+    """The planted rules the config's `data.shapes` section asks for."""
+    return Rules(
+        colour=shapes.colour, context=shapes.context, texture=shapes.texture, scale=shapes.scale
+    )
 
 
 def data_splits(data: DictConfig) -> tuple[Split, Split]:
@@ -30,6 +37,7 @@ def data_splits(data: DictConfig) -> tuple[Split, Split]:
                 size=data.shapes.size,
                 seed=data.shapes.seed,
                 num_classes=data.shapes.classes,
+                rules=shapes_rules(data.shapes),
             )
         except ValueError as err:  # the generator's own argument checks
             raise ConfigError(f"config section 'data.shapes': {err}") from None

@@ -164,7 +164,7 @@ def test_shapes_keep_their_full_extent_inside_the_image() -> None:
     rng = np.random.default_rng(0)
     for _ in range(200):
         shape = SHAPE_CLASSES[rng.integers(len(SHAPE_CLASSES))]
-        for verts, _fill in shapes._place_shape(rng, shape, SIZE):
+        for verts, _fill in shapes.render._place_shape(rng, shape, SIZE):
             assert verts.min() >= 0.0 and verts.max() <= SIZE - 1
 
 
@@ -190,7 +190,7 @@ def test_ensure_reuses_a_complete_world(tmp_path, monkeypatch) -> None:
     def must_not_run(*args, **kwargs):
         raise AssertionError("a complete world must not be regenerated")
 
-    monkeypatch.setattr(shapes, "generate_shapes", must_not_run)
+    monkeypatch.setattr(shapes.world, "generate_shapes", must_not_run)
     second = ensure_shapes_world(tmp_path, 3, 2, size=SIZE, seed=SEED, num_classes=5)
     assert second == first and _hashes(second.root) == before
     assert [p.name for p in tmp_path.iterdir()] == [first.root.name], "no temporary leftovers"
@@ -201,8 +201,10 @@ def test_ensure_regenerates_a_world_without_marker(tmp_path, monkeypatch) -> Non
     (half / "train").mkdir(parents=True)
     (half / "train" / "000000.png").write_bytes(b"truncated")
     calls = []
-    real = shapes.generate_shapes
-    monkeypatch.setattr(shapes, "generate_shapes", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = shapes.world.generate_shapes
+    monkeypatch.setattr(
+        shapes.world, "generate_shapes", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
     paths = ensure_shapes_world(tmp_path, 3, 2, size=SIZE, seed=SEED, num_classes=5)
     assert len(calls) == 1 and paths.root == half
     assert (half / "world.json").is_file()
@@ -212,7 +214,7 @@ def test_ensure_regenerates_a_world_without_marker(tmp_path, monkeypatch) -> Non
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    repo_root = Path(shapes.__file__).resolve().parents[2]
+    repo_root = Path(shapes.__file__).resolve().parents[3]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(repo_root), os.environ.get("PYTHONPATH", "")]),
@@ -253,3 +255,15 @@ def test_cli_rejects_too_few_classes(tmp_path) -> None:
     assert result.returncode != 0
     assert "num_classes" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_writes_a_planted_world_and_prints_its_statistics(tmp_path) -> None:
+    out = tmp_path / "planted"
+    args = ["--out", str(out), "--train", "20", "--val", "2", "--size", "64", "--planted"]
+    result = _run_cli(*args, "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    stats = _run_cli("--stats", str(out))
+    assert stats.returncode == 0, stats.stderr
+    assert "triangle → circle below: declared p 0.80" in stats.stdout
+    assert "square     stripes" in stats.stdout and "sizes: small" in stats.stdout
+    assert _run_cli("--stats", str(tmp_path / "nothing")).returncode == 2
