@@ -81,7 +81,7 @@ class Inverter:
 
     detr: DetrForObjectDetection
     chain: InverseChain
-    spec: ChainSpec
+    spec: ChainSpec | None  # None for a chain still in training (not exported)
     transform: DetrTransform
 
     def to(self, device: torch.device | str) -> Inverter:
@@ -145,9 +145,14 @@ def _read_record(export_dir: Path) -> dict:
 
 
 def _resolve_detr(recorded: str, export_dir: Path) -> str:
-    """A recorded relative directory is relative to the export; hub ids stay as they are."""
-    local = export_dir / recorded
-    return str(local) if not Path(recorded).is_absolute() and local.is_dir() else recorded
+    """A recorded relative directory is relative to the export, else to the repository (what
+    `portable_detr_name` wrote), never to the working directory; hub ids stay as they are."""
+    if Path(recorded).is_absolute():
+        return recorded
+    for base in (export_dir, REPO_ROOT):
+        if (base / recorded).is_dir():
+            return str(base / recorded)
+    return recorded
 
 
 def check_compatible(spec: ChainSpec, detr: DetrForObjectDetection, where: Path) -> None:

@@ -27,7 +27,10 @@ MAY_IMPORT = {
     "analysis": {"errors", "config", "data", "detectors", "inverse", "export"},
     "layout": {"errors", "config", "data", "detectors", "analysis"},
     "lit": {"errors", "config", "data", "detectors", "inverse", "export", "analysis", "layout"},
-    "bench": {"errors", "config", "data", "detectors", "inverse", "export", "layout", "lit"},
+    "bench": {
+        *("errors", "config", "data", "detectors", "inverse", "export", "analysis", "layout"),
+        "lit",
+    },
     "cli": {
         *("errors", "config", "data", "detectors", "inverse", "export", "analysis", "layout"),
         *("lit", "bench"),

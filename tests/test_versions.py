@@ -10,7 +10,10 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-tomllib = pytest.importorskip("tomllib")
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the same parser from PyPI (the dev extra)
+    import tomli as tomllib
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 # package → (the oldest release the code works with, what needs it)

@@ -122,6 +122,30 @@ def masked_mean_image(images: torch.Tensor, pixel_mask: torch.Tensor) -> torch.T
     return (images * weight).sum(0, keepdim=True) / weight.sum(0, keepdim=True).clamp_min(1.0)
 
 
+class WeightedMean(Metric):
+    """A weighted mean that keeps NaN: a diverged value shows instead of being dropped
+    (torchmetrics' `MeanMetric` drops NaN by default, and its `nan_strategy="disable"` ignored
+    the weights in the release these machines carry)."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor, weight: float | torch.Tensor = 1.0) -> None:
+        """value: a scalar or (N,) values; weight: one weight for each (broadcast)."""
+        value = value.detach().double().reshape(-1)
+        weight = torch.as_tensor(weight, dtype=torch.float64, device=value.device)
+        weight = weight.reshape(-1).expand_as(value)
+        self.total = self.total + (value * weight).sum()
+        self.weight = self.weight + weight.sum()
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.weight).float()
+
+
 class MeanImageBaseline(Metric):
     """Image MSE of always guessing the mean image, by the definitions above: each image
     scored with `image_mse` against `masked_mean_image` of all images seen, averaged.
@@ -132,11 +156,18 @@ class MeanImageBaseline(Metric):
 
     full_state_update = False
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, image_size: tuple[int, int] | None = None, **kwargs) -> None:
+        """image_size: (H, W) of every image, so that the states have their shape from the
+        start (needed under DDP, where a rank may see no image); None: set by the first
+        update."""
         super().__init__(**kwargs)
-        # (3, H, W) or (H, W) once images arrive (0-d zeros until then), all float64
-        for name in ("squares", "weighted", "weights", "total", "real", "count"):
-            self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        # per pixel: (3, H, W) for channel sums, (1, H, W) for mask sums; a count; float64
+        size = tuple(image_size or ())
+        shapes = dict.fromkeys(("squares", "weighted", "total"), (3, *size) if size else ())
+        shapes |= dict.fromkeys(("weights", "real"), (1, *size) if size else ())
+        for name, shape in shapes.items():
+            self.add_state(name, torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> None:
         """images: (B, 3, H, W) in [0, 1]; pixel_mask: (B, H, W), 1 = real (None: all real)."""

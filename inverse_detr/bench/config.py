@@ -70,7 +70,7 @@ def bench_config(name: str) -> BenchConfig:
     if name == "coco_r50":
         data = COCO128_DATA if (COCO128 / "train2017").is_dir() else SHAPES_480
         return BenchConfig((*R50, *data), warmup=1, repeats=3)
-    if name == "layout":  # layout inversion with the configured detector (bench_layout.py)
+    if name == "layout":  # layout inversion with the configured detector (bench/layout.py)
         return BenchConfig((), warmup=1, repeats=3)
     raise ConfigError(f"unknown bench config '{name}'; available: tiny, coco_r50, layout")
 

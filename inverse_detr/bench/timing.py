@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -146,17 +147,14 @@ class RoundRobin:
 
 def machine(device: torch.device) -> dict[str, object]:
     """The machine a measurement ran on: CPU model and cores, GPU, library versions."""
-    import lightning
-    import transformers
-
     info: dict[str, object] = {
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "lightning": lightning.__version__,
+        "transformers": version("transformers"),
+        "lightning": version("lightning"),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

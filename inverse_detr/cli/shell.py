@@ -41,7 +41,7 @@ def usage(doc: str | None, with_config: bool = True) -> str:
             "Config groups (group=name reads configs/<group>/<name>.yaml):",
             *groups,
             "Any setting: key=value (e.g. data.batch_size=8); the schema and its defaults are",
-            "in inverse_detr/config.py, the defaults chosen in configs/train.yaml.",
+            "in inverse_detr/config/schema.py, the defaults chosen in configs/train.yaml.",
         ]
     )
 

@@ -27,4 +27,5 @@ def build_inversion_module(
         schedule=cfg.inverse.schedule,
         compile=cfg.trainer.compile if compile is None else compile,
         on_nonfinite=cfg.trainer.on_nonfinite,
+        image_size=tuple(cfg.data.image_size),
     )

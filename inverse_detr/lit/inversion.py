@@ -13,10 +13,9 @@ from collections.abc import Mapping
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
 from transformers import DetrForObjectDetection
 
-from inverse_detr.analysis.metrics import MeanImageBaseline, image_mse, psnr
+from inverse_detr.analysis.metrics import MeanImageBaseline, WeightedMean, image_mse, psnr
 from inverse_detr.data.batch import Batch
 from inverse_detr.detectors.detr import forward_embeddings
 from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES, InverseChain
@@ -35,6 +34,8 @@ class InversionModule(pl.LightningModule):
     """A frozen DETR plus the inverse chain being trained (every module `chain` holds).
 
     mean, std: the DETR's input normalisation (the backbone loss compares normalised pixels).
+    image_size: (H, W) of the input canvas, so that the mean-image baseline's states have one
+    shape on every DDP rank (None: taken from the first validation images; one process only).
     The DETR is kept out of checkpoints: it is reloaded by name, so checkpoints stay small.
     Its CNN backbone's weights are put in channels_last memory (`save_detr` writes them back
     contiguous).
@@ -51,6 +52,7 @@ class InversionModule(pl.LightningModule):
         schedule: str = "none",
         compile: bool = False,
         on_nonfinite: str = "stop",
+        image_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.lr = {**DEFAULT_LR, **dict(lr or {})}
@@ -77,10 +79,11 @@ class InversionModule(pl.LightningModule):
         # stages whose whole chain to pixels is trained here: their images can be scored
         self.image_stages = [s for s in STAGES if set(REQUIRED_MODULES[s]) <= set(self.stages)]
         # per-image scores averaged over images (analysis.metrics: one definition everywhere)
-        self.val_image_mse = nn.ModuleDict({s: MeanMetric() for s in self.image_stages})
-        self.val_psnr = nn.ModuleDict({s: MeanMetric() for s in self.image_stages})
-        self.val_baseline = MeanImageBaseline()
-        self.val_stage_mse = nn.ModuleDict({s: MeanMetric() for s in self.stages})
+        # means that keep NaN: a diverged batch shows instead of being dropped
+        self.val_image_mse = nn.ModuleDict({s: WeightedMean() for s in self.image_stages})
+        self.val_psnr = nn.ModuleDict({s: WeightedMean() for s in self.image_stages})
+        self.val_baseline = MeanImageBaseline(image_size)
+        self.val_stage_mse = nn.ModuleDict({s: WeightedMean() for s in self.stages})
 
     # -- modes and checkpoints -------------------------------------------------------------
     def train(self, mode: bool = True) -> InversionModule:
@@ -142,7 +145,7 @@ class InversionModule(pl.LightningModule):
         n = len(batch)
         for stage, loss in losses.items():
             self.log(f"val/{stage}/mse", loss, batch_size=n, sync_dist=True)
-            self.val_stage_mse[stage].update(loss.detach(), weight=n)
+            self.val_stage_mse[stage].update(loss, weight=n)
         self.log(
             "val/loss",
             torch.stack(list(losses.values())).sum(),
@@ -158,19 +161,18 @@ class InversionModule(pl.LightningModule):
             self.val_psnr[stage].update(psnr(mse))
 
     def on_validation_epoch_end(self) -> None:
-        if all(m.update_called for m in self.val_stage_mse.values()):
-            means = torch.stack([m.compute() for m in self.val_stage_mse.values()])
-            self.log(SELECTION_METRIC, means.clamp_min(1e-12).log().mean().exp())
-        for metric in self.val_stage_mse.values():
-            metric.reset()
+        """Every rank computes every metric (each compute is a collective under DDP), also a
+        rank that saw no image."""
+        means = torch.stack([m.compute() for m in self.val_stage_mse.values()])
+        self.log(SELECTION_METRIC, means.clamp_min(1e-12).log().mean().exp())
         for stage in self.image_stages:
             self.log(f"val/{stage}/image_mse", self.val_image_mse[stage].compute())
             self.log(f"val/{stage}/psnr", self.val_psnr[stage].compute())
-            self.val_image_mse[stage].reset()
-            self.val_psnr[stage].reset()
-        if self.val_baseline.update_called:
-            self.log("val/baseline/image_mse", self.val_baseline.compute())
-        self.val_baseline.reset()
+        self.log("val/baseline/image_mse", self.val_baseline.compute())
+        for metric in (*self.val_stage_mse.values(), *self.val_image_mse.values()):
+            metric.reset()
+        for metric in (*self.val_psnr.values(), self.val_baseline):
+            metric.reset()
 
     # -- optimisation ----------------------------------------------------------------------
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

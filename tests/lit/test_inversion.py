@@ -290,3 +290,36 @@ def test_the_selection_metric_is_the_geometric_mean_of_the_stage_losses(module):
     losses = torch.tensor([float(metrics[f"val/{s}/mse"]) for s in module.stages])
     expected = float(losses.log().mean().exp())
     assert metrics[SELECTION_METRIC] == pytest.approx(expected, rel=1e-5)
+
+
+def test_baseline_states_have_their_shape_before_any_image():
+    """Under DDP a rank may see no image: its states must still match the other ranks'."""
+    baseline = MeanImageBaseline((8, 8))
+    assert baseline.total.shape == (3, 8, 8) and baseline.weights.shape == (1, 8, 8)
+    baseline.update(torch.rand(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="one image size"):
+        baseline.update(torch.rand(2, 3, 16, 16))
+    images = torch.rand(4, 3, 8, 8)
+    sized, unsized = MeanImageBaseline((8, 8)), MeanImageBaseline()
+    sized.update(images)
+    unsized.update(images)
+    torch.testing.assert_close(sized.compute(), unsized.compute())
+
+
+def test_a_nan_stage_loss_shows_in_the_selection_metric(module, monkeypatch):
+    trainer = pl.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    real = module.stage_losses
+
+    def one_nan(emb, batch):
+        losses = real(emb, batch)
+        losses["encoder"] = losses["encoder"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(module, "stage_losses", one_nan)
+    (metrics,) = trainer.validate(module, dataloaders=DataLoader([make_batch()], batch_size=None))
+    assert math.isnan(metrics[SELECTION_METRIC])

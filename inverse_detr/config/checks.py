@@ -1,0 +1,109 @@
+"""What the schema's types cannot express: choices and ranges, checked after every load."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from inverse_detr.config.schema import ANALYSES, FILTERS, ConfigError
+
+CHOICES = {
+    "mode": ("inversion", "joint"),
+    "data.kind": ("shapes", "coco"),
+    "data.shapes.colour": ("prototype", "off"),  # data/shapes/rules.py COLOUR_RULES
+    "data.shapes.scale": ("narrow", "spread"),  # data/shapes/rules.py SCALE_RULES
+    "data.resize": ("fixed", "pad"),
+    "data.on_bad_image": ("skip", "error"),
+    "inverse.backbone_kind": ("conv", "linear"),
+    "inverse.schedule": ("none", "cosine"),
+    "trainer.on_nonfinite": ("stop", "skip"),
+    "trainer.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
+    "logger": ("wandb", "csv", "none"),
+    "layout.loss": ("both", "class", "box"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks the schema's types cannot express: choices and ranges."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' is {value!r}; allowed: {', '.join(allowed)}")
+    if len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 16:
+        raise ConfigError(
+            f"config key 'data.image_size' must be [H, W] ≥ 16, got {list(cfg.data.image_size)}"
+        )
+    _check_list(cfg, "inverse.stages", ("backbone", "encoder", "decoder", "head"))
+    _check_list(cfg, "analysis.analyses", ANALYSES)
+    _check_list(cfg, "analysis.callback_analyses", ANALYSES)
+    _check_filters(cfg)
+    if not 0.0 <= cfg.analysis.min_area <= 1.0:
+        raise ConfigError(
+            f"config key 'analysis.min_area' must lie in [0, 1], got {cfg.analysis.min_area}"
+        )
+    if cfg.sweep.lambdas and cfg.mode != "joint":
+        raise ConfigError("config key 'sweep.lambdas' needs mode=joint (e.g. experiment=joint)")
+    for lam in [cfg.joint.lam, *cfg.sweep.lambdas]:
+        if not 0.0 <= lam <= 1.0:
+            raise ConfigError(f"λ must lie in [0, 1] (joint.lam / sweep.lambdas), got {lam}")
+    for key in ("data.batch_size", "layout.batch_size", "analysis.batch_size"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"config key '{key}' must be ≥ 1, got {OmegaConf.select(cfg, key)}")
+    _check_layout(cfg.layout)
+    if cfg.trainer.checkpoint_every_n_steps < 0:
+        raise ConfigError(
+            "config key 'trainer.checkpoint_every_n_steps' must be ≥ 0 (0: off), got "
+            f"{cfg.trainer.checkpoint_every_n_steps}"
+        )
+
+
+# layout.* keys with a lower bound: (bound, inclusive)
+LAYOUT_BOUNDS = {
+    "n": (0, True),
+    "iterations": (1, True),
+    "seeds": (1, True),
+    "lr": (0.0, False),
+    "momentum": (0.0, True),
+    "lr_step": (0, True),
+    "lr_gamma": (0.0, False),
+    "blur_sigma": (0.0, True),
+    "blur_decay": (0.0, False),
+    "blur_every": (0, True),
+    "blur_floor": (0.0, True),
+    "jitter": (0, True),
+    "tv_weight": (0.0, True),
+    "p_norm_weight": (0.0, True),
+    "p": (0.0, False),
+    "init_std": (0.0, True),
+}
+
+
+def _check_layout(layout: DictConfig) -> None:
+    for key, (bound, inclusive) in LAYOUT_BOUNDS.items():
+        value = layout[key]
+        if value < bound or (value == bound and not inclusive):
+            relation = "≥" if inclusive else ">"
+            raise ConfigError(f"config key 'layout.{key}' must be {relation} {bound}, got {value}")
+
+
+def _check_list(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
+    """A non-empty list of allowed names."""
+    values = list(OmegaConf.select(cfg, key))
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ConfigError(
+            f"config key '{key}' has {bad or 'nothing'}; allowed: {', '.join(allowed)}"
+        )
+
+
+def _check_filters(cfg: DictConfig) -> None:
+    """The colour analysis, when it will run (in `analyze` or in training's callback), compares
+    ≥ 2 distinct filters."""
+    _check_list(cfg, "analysis.filters", FILTERS)
+    a = cfg.analysis
+    colour = "color" in a.analyses or ("color" in a.callback_analyses and a.every_n_epochs > 0)
+    filters = list(a.filters)
+    if (colour and len(filters) < 2) or len(set(filters)) < len(filters):
+        raise ConfigError(
+            f"config key 'analysis.filters' is {filters}; the colour analysis compares ≥ 2 "
+            f"distinct filters of: {', '.join(FILTERS)}"
+        )
