@@ -16,18 +16,22 @@ from inverse_detr.cli.shell import config_groups
 REPO = Path(__file__).resolve().parents[1]
 
 
+NO_CONFIG = {"ship"}  # commands that take paths, not the training config
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_command_prints_usage_with_the_config_groups(command, capsys):
     main = importlib.import_module(f"inverse_detr.cli.{command}").main
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert f"inverse_detr.{command}" in out  # the command's own synopsis
-    assert "data=coco|shapes" in out and "trainer=" in out and "experiment=" in out
+    assert f"inverse_detr.{command}" in out or f"inverse_detr {command}" in out  # its synopsis
+    if command not in NO_CONFIG:
+        assert "data=coco|shapes" in out and "trainer=" in out and "experiment=" in out
 
 
 def test_config_groups_are_read_from_configs():
     groups = config_groups()
-    assert groups["data"] == ["coco", "shapes"]
+    assert groups["data"] == ["coco", "shapes", "shapes_planted"]
     assert {"model", "inverse", "trainer", "experiment"} <= set(groups)
 
 
@@ -65,3 +69,24 @@ def test_python_m_entry_points_run_the_commands(argv):
     done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Config groups" in done.stdout
+
+
+def test_ship_stores_fp16_weights_that_load_as_fp32(tiny_detr_dir, tmp_path, capsys):
+    import torch
+
+    from inverse_detr.cli.ship import main as ship_main
+    from inverse_detr.detectors.detr import load_detr
+
+    target = tmp_path / "shipped"
+    assert ship_main([str(tiny_detr_dir), str(target)]) == 0
+    assert "re-measure" in capsys.readouterr().out
+    full = (tiny_detr_dir / "model.safetensors").stat().st_size
+    assert (target / "model.safetensors").stat().st_size < 0.6 * full
+    before, after = load_detr(tiny_detr_dir), load_detr(target)
+    assert next(after.parameters()).dtype == torch.float32
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            after(pixel_values=x).logits, before(pixel_values=x).logits, atol=2e-2, rtol=0
+        )
+    assert ship_main([str(tiny_detr_dir)]) == 2  # one path: a usage error, one line

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from transformers import DetrConfig, DetrForObjectDetection
 from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
@@ -23,6 +24,8 @@ from inverse_detr.config import REPO_ROOT
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from inverse_detr.errors import UserError
 from inverse_detr.inverse.embeddings import ForwardEmbeddings
+
+WEIGHTS_FILE = "model.safetensors"  # what save_pretrained writes (one shard: small models)
 
 
 class DetrLoadError(UserError, RuntimeError):
@@ -275,13 +278,20 @@ def save_detr(
     path: str | os.PathLike,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    fp16_storage: bool = False,
 ) -> Path:
-    """`save_pretrained` plus the image statistics `image_normalization` reads back."""
+    """`save_pretrained` plus the image statistics `image_normalization` reads back.
+
+    fp16_storage: floating-point weights stored as fp16 (half the size); `config.json` keeps
+    float32, so `from_pretrained` and `load_detr` load them back as float32."""
     path = Path(path)
     model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
     # HF's frozen BatchNorm has no batch counter; leaving it out keeps loading quiet
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     model.save_pretrained(path, state_dict=state)
+    if fp16_storage:
+        halves = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        save_file({k: v.contiguous() for k, v in halves.items()}, str(path / WEIGHTS_FILE))
     settings = {
         "image_processor_type": "DetrImageProcessor",
         "image_mean": list(mean),
