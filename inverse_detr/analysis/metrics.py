@@ -7,31 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torchmetrics import Metric
 from torchmetrics.detection import MeanAveragePrecision
-from torchvision.ops import box_convert
 
-
-def _to_pixels(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-    """(N, 4) normalised cxcywh → (N, 4) xyxy pixels on an (H, W) canvas."""
-    h, w = image_size
-    scale = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
-    return box_convert(boxes, "cxcywh", "xyxy") * scale
-
-
-def detr_predictions(
-    logits: torch.Tensor, boxes: torch.Tensor, sizes: list[tuple[int, int]]
-) -> list[dict[str, torch.Tensor]]:
-    """DETR's own post-processing: per query, the best real class and its probability.
-
-    logits: (B, Q, C + 1) with "no object" last;  boxes: (B, Q, 4) normalised cxcywh of each
-    image;  sizes: each image's (h, w) in pixels (`Target.size`).
-    Every query is kept (AP ranks by score), as in DETR's COCO evaluation.
-    """
-    probs = logits.float().softmax(-1)[..., :-1]  # (B, Q, C): drop "no object"
-    scores, labels = probs.max(-1)
-    return [
-        {"boxes": _to_pixels(b.float(), size), "scores": s, "labels": lab}
-        for b, s, lab, size in zip(boxes, scores, labels, sizes, strict=True)
-    ]
+from inverse_detr.detectors.detr import detr_predictions, to_pixels
 
 
 def detection_targets(targets: list) -> list[dict[str, torch.Tensor]]:
@@ -45,7 +22,7 @@ def _with_crowds(target) -> dict[str, torch.Tensor]:
     labels = torch.cat([target.labels, target.crowd_labels.to(target.labels.device)])
     iscrowd = torch.zeros_like(labels)
     iscrowd[len(target.labels) :] = 1
-    return {"boxes": _to_pixels(boxes, target.size), "labels": labels, "iscrowd": iscrowd}
+    return {"boxes": to_pixels(boxes, target.size), "labels": labels, "iscrowd": iscrowd}
 
 
 def ap_metric(per_category: bool = False) -> MeanAveragePrecision:

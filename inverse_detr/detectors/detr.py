@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from torchvision.ops import box_convert
 from transformers import DetrConfig, DetrForObjectDetection
 from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
 from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
@@ -325,3 +326,27 @@ def detection_loss(
         model.bbox_predictor(inner).sigmoid(),
     )
     return loss
+
+
+def to_pixels(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """(N, 4) normalised cxcywh → (N, 4) xyxy pixels on an (H, W) canvas."""
+    h, w = image_size
+    scale = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
+    return box_convert(boxes, "cxcywh", "xyxy") * scale
+
+
+def detr_predictions(
+    logits: torch.Tensor, boxes: torch.Tensor, sizes: list[tuple[int, int]]
+) -> list[dict[str, torch.Tensor]]:
+    """DETR's own post-processing: per query, the best real class and its probability.
+
+    logits: (B, Q, C + 1) with "no object" last;  boxes: (B, Q, 4) normalised cxcywh of each
+    image;  sizes: each image's (h, w) in pixels (`Target.size`).
+    Every query is kept (AP ranks by score), as in DETR's COCO evaluation.
+    """
+    probs = logits.float().softmax(-1)[..., :-1]  # (B, Q, C): drop "no object"
+    scores, labels = probs.max(-1)
+    return [
+        {"boxes": to_pixels(b.float(), size), "scores": s, "labels": lab}
+        for b, s, lab, size in zip(boxes, scores, labels, sizes, strict=True)
+    ]

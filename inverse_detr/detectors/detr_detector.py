@@ -1,0 +1,57 @@
+"""DETR (any Hugging Face `DetrForObjectDetection`) behind the `Detector` interface."""
+
+from __future__ import annotations
+
+import torch
+from transformers import DetrForObjectDetection
+
+from inverse_detr.detectors.detr import detr_predictions
+from inverse_detr.detectors.interface import Prediction
+
+UNNAMED = ("N/A",)  # HF's COCO DETRs name their unused ids so
+
+
+def detr_categories(detr: DetrForObjectDetection) -> dict[int, str]:
+    """Category id → name from the model's `id2label`, without unused ids ("N/A", "class_k"
+    placeholders that `random_detr` writes for ids the data never uses)."""
+    return {
+        int(i): name
+        for i, name in detr.config.id2label.items()
+        if name not in UNNAMED and not name.startswith("class_")
+    }
+
+
+class DetrDetector:
+    """A DETR behind the `Detector` interface. Every query is a candidate detection (scored by
+    its best real class), as in DETR's own COCO evaluation."""
+
+    name = "detr"
+
+    def __init__(
+        self,
+        detr: DetrForObjectDetection,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        categories: dict[int, str] | None = None,
+    ) -> None:
+        self.module = detr
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.categories = categories or detr_categories(detr)
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+    def raw_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """logits (B, Q, C + 1) with "no object" last; pred_boxes (B, Q, 4) normalised cxcywh."""
+        self.module.eval()
+        out = self.module(pixel_values=self._normalise(images))
+        return {"logits": out.logits, "pred_boxes": out.pred_boxes}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> list[Prediction]:
+        raw = self.raw_outputs(images)
+        sizes = [tuple(images.shape[-2:])] * len(images)
+        found = detr_predictions(raw["logits"], raw["pred_boxes"], sizes)
+        return [Prediction(p["boxes"], p["scores"], p["labels"]) for p in found]

@@ -1,0 +1,61 @@
+"""The one interface every detector is used through: evaluation, layout inversion and
+attribution never ask which detector they hold.
+
+Images are (B, 3, H, W) RGB in [0, 1] on the canvas; each detector normalises them itself with
+its own statistics (`mean`, `std`), so that pixel optimisation and attribution work in one
+space for all. Category ids are the dataset's (COCO) ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Prediction:
+    """One image's detections after the detector's own post-processing.
+
+    boxes: (N, 4) float xyxy in canvas pixels;  scores: (N,) in [0, 1];
+    labels: (N,) long category ids;  masks: (N, H, W) bool instance masks, or None
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor | None = None
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        """The form torchmetrics' MeanAveragePrecision takes (masks as uint8 when present)."""
+        out = {"boxes": self.boxes, "scores": self.scores, "labels": self.labels}
+        if self.masks is not None:
+            out["masks"] = self.masks.to(torch.uint8)
+        return out
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What every detector offers.
+
+    name: a short kind ("detr", "retinanet", "fcos", "faster_rcnn", "mask_rcnn");
+    categories: category id → name;  mean, std: (3,) its input normalisation;
+    module: the underlying `nn.Module` (for `.to`, parameters, hooks).
+    """
+
+    name: str
+    categories: dict[int, str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    module: nn.Module
+
+    def predict(self, images: torch.Tensor) -> list[Prediction]:
+        """Post-processed detections per image, without gradients, in eval mode."""
+        ...
+
+    def raw_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The detector's outputs before post-processing, differentiable w.r.t. `images`,
+        in eval mode (BatchNorm statistics untouched); names and shapes per family."""
+        ...

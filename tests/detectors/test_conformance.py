@@ -1,0 +1,167 @@
+"""Every detector kind behind the one interface: tiny random instances, seconds each."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inverse_detr.detectors.classic import FAMILIES, ClassicDetector, ClassicSpec, build_classic
+from inverse_detr.detectors.detr import load_detr
+from inverse_detr.detectors.detr_detector import DetrDetector
+from inverse_detr.detectors.interface import Detector
+from inverse_detr.detectors.loading import DetectorLoadError, load_detector, save_detector
+
+SIZE = 64
+CATEGORIES = {1: "circle", 2: "square", 3: "triangle"}
+KINDS = ("detr", *FAMILIES)
+
+
+def tiny(kind: str, detr_dir) -> Detector:
+    torch.manual_seed(0)
+    if kind == "detr":
+        detr = load_detr(detr_dir)
+        return DetrDetector(detr, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), CATEGORIES)
+    spec = ClassicSpec(kind, CATEGORIES, image_size=SIZE)
+    return ClassicDetector(build_classic(spec).eval(), spec)
+
+
+def images(seed: int = 0, batch: int = 2) -> torch.Tensor:
+    return torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(params=KINDS)
+def detector(request, tiny_detr_dir) -> Detector:
+    return tiny(request.param, tiny_detr_dir)
+
+
+def test_predictions_have_the_interfaces_format(detector):
+    assert isinstance(detector, Detector)
+    found = detector.predict(images())
+    assert len(found) == 2
+    for p in found:
+        n = len(p.scores)
+        assert p.boxes.shape == (n, 4) and p.boxes.dtype == torch.float32
+        assert p.labels.shape == (n,) and p.labels.dtype == torch.long
+        assert ((p.scores >= 0) & (p.scores <= 1)).all()
+        if n:
+            assert (p.boxes[:, 2:] >= p.boxes[:, :2]).all()
+            assert p.boxes.min() >= -1 and p.boxes.max() <= SIZE + 1
+        if detector.name == "mask_rcnn":
+            assert p.masks is not None and p.masks.shape == (n, SIZE, SIZE)
+            assert p.masks.dtype == torch.bool
+        else:
+            assert p.masks is None
+
+
+def test_labels_are_the_datasets_category_ids(detector):
+    assert detector.categories == CATEGORIES
+    labels = torch.cat([p.labels for p in detector.predict(images(seed=1))])
+    # DETR also scores its unused ids (0, the tiny DETR's extra labels); the classic detectors
+    # only ever predict a category
+    allowed = set(CATEGORIES) if detector.name != "detr" else set(range(92))
+    assert set(labels.tolist()) <= allowed
+
+
+def test_gradients_reach_the_pixels(detector):
+    pixels = images(seed=2).requires_grad_(True)
+    raw = detector.raw_outputs(pixels)
+    differentiable = [v for v in raw.values() if v.requires_grad]
+    assert differentiable, sorted(raw)
+    torch.stack([v.float().sum() for v in differentiable]).sum().backward()
+    assert pixels.grad is not None and pixels.grad.isfinite().all()
+    assert pixels.grad.abs().sum() > 0
+
+
+def test_inference_leaves_batchnorm_statistics_untouched(detector):
+    before = {k: v.clone() for k, v in detector.module.state_dict().items() if "running" in k}
+    assert before, "every kind has BatchNorm in its backbone"
+    detector.module.train()  # even a module left in train mode: the interface switches to eval
+    detector.predict(images(seed=3))
+    detector.raw_outputs(images(seed=4))
+    after = detector.module.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_raw_outputs_of_one_image_do_not_depend_on_the_batch(detector):
+    batch = images(seed=5, batch=3)
+    alone = detector.raw_outputs(batch[1:2])
+    together = detector.raw_outputs(batch)
+    key = "logits" if detector.name == "detr" else next(iter(alone))
+    if detector.name in ("faster_rcnn", "mask_rcnn"):
+        key = "rpn_objectness"
+    torch.testing.assert_close(alone[key][0], together[key][1], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_saved_detectors_load_back_and_predict_alike(family, tmp_path):
+    detector = tiny(family, None)
+    folder = save_detector(detector, tmp_path / family, fp16=False)
+    loaded = load_detector(folder)
+    assert loaded.name == family and loaded.categories == CATEGORIES
+    x = images(seed=6)
+    torch.testing.assert_close(loaded.raw_outputs(x), detector.raw_outputs(x))
+
+
+def test_fp16_storage_loads_as_float32(tmp_path):
+    detector = tiny("retinanet", None)
+    folder = save_detector(detector, tmp_path / "half")
+    loaded = load_detector(folder)
+    assert {p.dtype for p in loaded.module.parameters()} == {torch.float32}
+    x = images(seed=7)
+    a, b = loaded.raw_outputs(x)["cls_logits"], detector.raw_outputs(x)["cls_logits"]
+    torch.testing.assert_close(a, b, atol=5e-2, rtol=0)
+
+
+def test_an_hf_detr_directory_loads_as_detr(tiny_detr_dir):
+    assert load_detector(tiny_detr_dir).name == "detr"
+
+
+def test_building_downloads_nothing(monkeypatch):
+    """No builder may reach for pretrained weights (they would be a download here)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    for family in FAMILIES:
+        build_classic(ClassicSpec(family, CATEGORIES, image_size=SIZE))
+
+
+BAD = {
+    "missing weights": (lambda d: (d / "model.safetensors").unlink(), "missing"),
+    "corrupt weights": (
+        lambda d: (d / "model.safetensors").write_bytes(b"not safetensors"),
+        "unreadable safetensors",
+    ),
+    "another architecture": (
+        lambda d: (d / "detector.json").write_text(
+            (d / "detector.json").read_text().replace('"fpn_channels": 64', '"fpn_channels": 32')
+        ),
+        "does not fit the retinanet",
+    ),
+    "unknown family": (
+        lambda d: (d / "detector.json").write_text(
+            (d / "detector.json").read_text().replace('"retinanet"', '"yolo"')
+        ),
+        "unknown detector family 'yolo'",
+    ),
+    "not json": (lambda d: (d / "detector.json").write_text("{"), "unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_detector_directories_are_one_line_errors(case, tmp_path):
+    folder = save_detector(tiny("retinanet", None), tmp_path / "d")
+    damage, message = BAD[case]
+    damage(folder)
+    with pytest.raises(DetectorLoadError, match=message) as err:
+        load_detector(folder)
+    assert "\n" not in str(err.value) and str(folder) in str(err.value)
+
+
+def test_unknown_directories_name_the_known_kinds(tmp_path):
+    with pytest.raises(DetectorLoadError, match="detector.json.*retinanet.*config.json"):
+        load_detector(tmp_path)
+    with pytest.raises(DetectorLoadError, match="not found"):
+        load_detector(tmp_path / "nothing" / "here")
