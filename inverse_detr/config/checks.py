@@ -7,7 +7,8 @@ from omegaconf import DictConfig, OmegaConf
 from inverse_detr.config.schema import ANALYSES, FILTERS, ConfigError
 
 CHOICES = {
-    "mode": ("inversion", "joint"),
+    "mode": ("inversion", "joint", "detection"),
+    "detector.family": ("retinanet", "fcos", "faster_rcnn", "mask_rcnn"),  # detectors.classic
     "data.kind": ("shapes", "coco"),
     "data.shapes.colour": ("prototype", "off"),  # data/shapes/rules.py COLOUR_RULES
     "data.shapes.scale": ("narrow", "spread"),  # data/shapes/rules.py SCALE_RULES

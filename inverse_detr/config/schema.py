@@ -148,6 +148,19 @@ class JointConfig:
 
 
 @dataclass
+class DetectorConfig:
+    """mode=detection: a classic detector (inverse_detr.detectors.classic) trained from scratch."""
+
+    family: str = "retinanet"  # retinanet | fcos | faster_rcnn | mask_rcnn
+    backbone: str = "resnet10t"  # any timm CNN with features_only
+    out_indices: list[int] = field(default_factory=lambda: [1, 2, 3])  # strides 4, 8, 16
+    fpn_channels: int = 64
+    lr: float = 1e-3  # AdamW
+    weight_decay: float = 0.05
+    warmup_steps: int = 200  # linear warm-up, then cosine to 0 over the run
+
+
+@dataclass
 class SweepConfig:
     lambdas: list[float] = field(default_factory=list)  # non-empty: one joint run per λ
 
@@ -206,7 +219,7 @@ class Config:
     seed: int = 0
     out_dir: str = "runs"
     run_name: str = ""  # empty: a timestamp
-    mode: str = "inversion"  # inversion: frozen DETR | joint: λ fine-tuning
+    mode: str = "inversion"  # inversion: frozen DETR | joint: λ fine-tuning | detection
     resume: str = ""  # "last": this run_name's last.ckpt | a checkpoint path | "": start anew
     logger: str = "wandb"  # wandb (offline unless logged in or WANDB_MODE says) | csv | none
     wandb_project: str = "inverse_detr"
@@ -215,6 +228,7 @@ class Config:
     inverse: InverseConfig = field(default_factory=InverseConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     joint: JointConfig = field(default_factory=JointConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     layout: LayoutConfig = field(default_factory=LayoutConfig)

@@ -99,6 +99,15 @@ class AnnotationStats:
         return ", ".join(f"{n} {why}" for why, n in sorted(self.dropped.items())) or "none"
 
 
+def read_categories(annotation_file: Path) -> dict[int, str]:
+    """Category id → name of a COCO file (read without indexing its annotations)."""
+    try:
+        data = json.loads(Path(annotation_file).read_text())
+        return {int(c["id"]): str(c["name"]) for c in data["categories"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{annotation_file}: no readable COCO categories ({err})") from None
+
+
 def read_coco(annotation_file: Path) -> COCO:
     """pycocotools' COCO index of `annotation_file`, with one-line errors."""
     if not annotation_file.is_file():

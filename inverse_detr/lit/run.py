@@ -8,6 +8,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -16,11 +17,15 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
+from transformers import DetrForObjectDetection
 
 from inverse_detr.analysis.plots import reconstruction_grid
 from inverse_detr.analysis.suite import Options
 from inverse_detr.config import ConfigError, save_config
+from inverse_detr.data.coco import read_categories
+from inverse_detr.data.splits import data_splits
 from inverse_detr.detectors.build import build_detr, build_transform, chain_spec
+from inverse_detr.detectors.classic import ClassicDetector, ClassicSpec, build_classic
 from inverse_detr.detectors.detr import (
     autocast_backbone,
     forward_embeddings,
@@ -28,6 +33,7 @@ from inverse_detr.detectors.detr import (
     save_detr,
     trainable_from_scratch,
 )
+from inverse_detr.detectors.loading import save_detector
 from inverse_detr.errors import Preempted
 from inverse_detr.export import export_inverter, load_inverter
 from inverse_detr.inverse.chain import InverseChain
@@ -39,6 +45,7 @@ from inverse_detr.lit.checkpointing import (
     remove_partial_files,
 )
 from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule
+from inverse_detr.lit.detection import DetectionModule
 from inverse_detr.lit.inversion import SELECTION_METRIC, InversionModule
 from inverse_detr.lit.joint import JOINT_STAGES, JointModule
 from inverse_detr.lit.loggers import finish_logger
@@ -60,6 +67,8 @@ class Job:
     monitor_mode: str
     finish: Callable[[Path], None]
     grid_stages: tuple[str, ...]
+    with_masks: bool = False  # the data module decodes instance masks
+    check_data: Callable[[object], None] | None = None  # on the training dataset, before fit
 
 
 def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
@@ -75,7 +84,8 @@ def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
     def finish(out: Path) -> None:
         export_inverter(module.chain, spec, transform, detr_name, out / "export")
 
-    return Job(module, SELECTION_METRIC, "min", finish, tuple(module.image_stages))
+    check = partial(check_labels, detr=detr)
+    return Job(module, SELECTION_METRIC, "min", finish, tuple(module.image_stages), False, check)
 
 
 def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
@@ -109,7 +119,52 @@ def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
         save_detr(module.detr, out / "detr", mean, std)
         export_inverter(module.chain, spec, transform, "../detr", out / "export")
 
-    return Job(module, "val/ap50", "max", finish, ("decoder",) if j.lam > 0 else ())
+    grid = ("decoder",) if j.lam > 0 else ()
+    return Job(module, "val/ap50", "max", finish, grid, False, partial(check_labels, detr=detr))
+
+
+def _detection_job(cfg: DictConfig, run_dir: Path) -> Job:
+    """A classic detector from scratch (mode=detection); its folder `detector/` at the end."""
+    d = cfg.detector
+    try:
+        detector = _classic_detector(cfg)
+    except ValueError as err:  # the builders' own checks
+        raise ConfigError(f"config section 'detector': {err}") from None
+    spec = detector.spec
+    module = DetectionModule(
+        detector,
+        spec.mean,
+        spec.std,
+        lr=d.lr,
+        weight_decay=d.weight_decay,
+        warmup_steps=d.warmup_steps,
+        on_nonfinite=cfg.trainer.on_nonfinite,
+    )
+
+    def finish(out: Path) -> None:
+        save_detector(detector, out / "detector", fp16=False)
+
+    return Job(module, "val/ap", "max", finish, (), d.family == "mask_rcnn")
+
+
+def _classic_detector(cfg: DictConfig) -> ClassicDetector:
+    """A seeded random classic detector for the data's categories and square canvas."""
+    d, size = cfg.detector, list(cfg.data.image_size)
+    if size[0] != size[1]:
+        raise ValueError(f"mode=detection needs a square canvas, got data.image_size={size}")
+    transform = build_transform(cfg.data, "random")
+    spec = ClassicSpec(
+        d.family,
+        read_categories(data_splits(cfg.data)[0].annotations),
+        image_size=size[0],
+        backbone=d.backbone,
+        out_indices=tuple(d.out_indices),
+        fpn_channels=d.fpn_channels,
+        mean=tuple(transform.mean.flatten().tolist()),
+        std=tuple(transform.std.flatten().tolist()),
+    )
+    torch.manual_seed(cfg.seed)
+    return ClassicDetector(build_classic(spec), spec)
 
 
 def _joint_chain(export: str, detr) -> tuple[InverseChain, ChainSpec]:
@@ -140,14 +195,18 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir_for(cfg)
     _on_rank_zero(save_config, cfg, run_dir / "config.yaml")
-    job = (_joint_job if cfg.mode == "joint" else _inversion_job)(cfg, run_dir)
-    datamodule = build_datamodule(cfg.data, cfg.model.name)
-    check_labels(datamodule.dataset("train"), job.module.detr)
+    jobs = {"joint": _joint_job, "detection": _detection_job, "inversion": _inversion_job}
+    job = jobs[cfg.mode](cfg, run_dir)
+    datamodule = build_datamodule(cfg.data, cfg.model.name, with_masks=job.with_masks)
+    if job.check_data is not None:
+        job.check_data(datamodule.dataset("train"))
     resume = _resume_path(cfg, run_dir)
     if resume:
         check_resumable(Path(resume), job.module)
         _on_rank_zero(remove_partial_files, run_dir / "checkpoints")
-    callbacks = [*(callbacks or []), *analysis_callbacks(cfg, run_dir)]
+    callbacks = list(callbacks or [])
+    if cfg.mode != "detection":  # the analyses need an inverse chain
+        callbacks += analysis_callbacks(cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, callbacks, job.monitor, job.monitor_mode)
     try:
         trainer.fit(job.module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
@@ -196,7 +255,7 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
     return str(path)
 
 
-def check_labels(dataset, detr) -> None:
+def check_labels(dataset, detr: DetrForObjectDetection) -> None:
     """Category ids must index DETR's logits below the no-object class (HF's convention)."""
     top = max(dataset.categories, default=0)
     if top >= detr.config.num_labels:
