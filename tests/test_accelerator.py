@@ -67,23 +67,10 @@ def _record(devices: list):
     return stand_in
 
 
-class FakeDetr:
-    def __init__(self, devices: list) -> None:
-        self.devices = devices
-
-    def to(self, device):
-        self.devices.append(torch.device(device))
-        return self
-
-    def cuda(self):
-        return self.to("cuda")
-
-
 def _stop_where_the_device_is_used(command, monkeypatch, devices: list) -> list[str]:
     """Patch `command` to record its device and stop; returns the arguments it needs."""
     if command is evaluate:
-        monkeypatch.setattr(evaluate, "build_detr", lambda *a: FakeDetr(devices))
-        monkeypatch.setattr(evaluate, "build_datamodule", _stop)
+        monkeypatch.setattr(evaluate, "load_detector", _record(devices))
         return ["model=checkpoints/shapes-detr"]
     if command is analyze:
         monkeypatch.setattr(setup, "load_inverter", _record(devices))

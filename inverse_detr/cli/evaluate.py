@@ -1,8 +1,12 @@
-"""`python -m inverse_detr.evaluate model=<detr> data=<shapes|coco> [key=value ...]`
+"""`python -m inverse_detr.evaluate model=<detector> data=<shapes|coco> [key=value ...]`
 
-Prints COCO box AP / AP50 / AP75 of a DETR on the validation split, and AP per category.
-Runs on the GPU when one is present; `trainer.accelerator=cpu` (or `trainer=cpu`) keeps it on
-the CPU, `trainer.accelerator=gpu` insists on the GPU.
+Evaluates any detector — a DETR directory or hub id, or a project detector directory
+(RetinaNet, FCOS, Faster R-CNN, Mask R-CNN: `detector.json`) — on the validation split: COCO box
+AP / AP50 / AP75, AP per category, AP per size bucket (the data's own buckets when its COCO file
+records them in `info.area_buckets`, as the shapes world does; COCO's otherwise), and mask AP
+for detectors with masks. The last line is JSON: {"ap", "ap50", "ap75", "ap_small", ...,
+"mask_ap", "mask_ap50"}. Runs on the GPU when one is present; `trainer.accelerator=cpu` (or
+`trainer=cpu`) keeps it on the CPU, `trainer.accelerator=gpu` insists on the GPU.
 """
 
 from __future__ import annotations
@@ -12,31 +16,40 @@ import json
 import torch
 from omegaconf import DictConfig
 
-from inverse_detr.analysis.metrics import APScores, evaluate_detector
+from inverse_detr.analysis.evaluation import Evaluation, buckets_of, evaluate_any
 from inverse_detr.cli.device import inference_device
 from inverse_detr.cli.shell import run_command
 from inverse_detr.config import ConfigError, load_config
-from inverse_detr.detectors.build import build_detr
+from inverse_detr.detectors.loading import load_detector
 from inverse_detr.lit.datamodule import build_datamodule
 
 
-def evaluate(
-    cfg: DictConfig, device: torch.device | str = "cpu"
-) -> tuple[APScores, dict[int, str]]:
-    """AP of `cfg.model`, run on `device`, on `cfg.data`'s validation split, and the category
-    names."""
+def evaluate(cfg: DictConfig, device: torch.device | str = "cpu") -> tuple[Evaluation, dict]:
+    """The evaluation of `cfg.model` on `cfg.data`'s validation split, and category names."""
     if cfg.model.name == "random":
-        raise ConfigError("evaluate needs a trained DETR: model=<directory or hub id>")
-    detr = build_detr(cfg.model, cfg.seed).to(device)
-    datamodule = build_datamodule(cfg.data, cfg.model.name)
+        raise ConfigError("evaluate needs a trained detector: model=<directory or hub id>")
+    detector = load_detector(cfg.model.name, device)
+    masks = detector.name == "mask_rcnn"
+    datamodule = build_datamodule(cfg.data, cfg.model.name, with_masks=True)
     dataset = datamodule.dataset("val")
-    scores = evaluate_detector(detr, datamodule.val_dataloader())
-    return scores, dataset.category_names()
+    transform = datamodule.transform
+    buckets = buckets_of(dataset.coco.dataset.get("info", {}))
+    result = evaluate_any(
+        detector, datamodule.val_dataloader(), transform.mean, transform.std, buckets
+    )
+    if masks and result.mask_ap is None:
+        result.mask_ap = result.mask_ap50 = 0.0  # no mask predicted at all
+    return result, dataset.category_names()
 
 
-def format_scores(scores: APScores, names: dict[int, str]) -> str:
-    lines = [f"AP {scores.ap:.4f}   AP50 {scores.ap50:.4f}   AP75 {scores.ap75:.4f}"]
-    for cid, ap in sorted(scores.per_category.items()):
+def format_scores(result: Evaluation, names: dict[int, str]) -> str:
+    box = result.box
+    lines = [f"AP {box.ap:.4f}   AP50 {box.ap50:.4f}   AP75 {box.ap75:.4f}"]
+    if result.mask_ap is not None:
+        lines.append(f"mask AP {result.mask_ap:.4f}   mask AP50 {result.mask_ap50:.4f}")
+    if result.by_size:
+        lines.append("AP by size: " + "   ".join(f"{k} {v:.4f}" for k, v in result.by_size.items()))
+    for cid, ap in sorted(box.per_category.items()):
         lines.append(f"  {cid:>3} {names.get(cid, '?'):<14} AP {ap:.4f}")
     return "\n".join(lines)
 
@@ -47,6 +60,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _evaluate(args: list[str]) -> None:
     cfg = load_config(args)
-    scores, names = evaluate(cfg, inference_device(cfg, args))
-    print(format_scores(scores, names))
-    print(json.dumps({"ap": scores.ap, "ap50": scores.ap50, "ap75": scores.ap75}))
+    result, names = evaluate(cfg, inference_device(cfg, args))
+    print(format_scores(result, names))
+    print(json.dumps(result.summary()))
