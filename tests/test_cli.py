@@ -90,3 +90,21 @@ def test_ship_stores_fp16_weights_that_load_as_fp32(tiny_detr_dir, tmp_path, cap
             after(pixel_values=x).logits, before(pixel_values=x).logits, atol=2e-2, rtol=0
         )
     assert ship_main([str(tiny_detr_dir)]) == 2  # one path: a usage error, one line
+
+
+def test_ship_stores_a_classic_detector_in_fp16(tmp_path, capsys):
+    import torch
+
+    from inverse_detr.cli.ship import main as ship_main
+    from inverse_detr.detectors.classic import ClassicDetector, ClassicSpec, build_classic
+    from inverse_detr.detectors.loading import load_detector, save_detector
+
+    spec = ClassicSpec("fcos", {1: "a", 2: "b"}, image_size=64)
+    source = save_detector(ClassicDetector(build_classic(spec), spec), tmp_path / "run", False)
+    assert ship_main([str(source), str(tmp_path / "shipped")]) == 0
+    full = (source / "model.safetensors").stat().st_size
+    assert (tmp_path / "shipped" / "model.safetensors").stat().st_size < 0.6 * full
+    shipped = load_detector(tmp_path / "shipped")
+    assert shipped.name == "fcos" and {p.dtype for p in shipped.module.parameters()} == {
+        torch.float32
+    }

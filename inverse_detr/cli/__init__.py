@@ -14,7 +14,7 @@ COMMANDS = {
     "analyze": ("analyze", "stages, cross-layer and colour analyses of a trained inverse chain"),
     "invert_layout": ("invert_layout", "layout inversion: images a detector reads as a layout"),
     "bench": ("bench", "time the training step, its parts and batched layout inversion"),
-    "ship": ("ship", "store a trained detector for checkpoints/: fp16 safetensors"),
+    "ship": ("ship", "store a trained detector (DETR or classic) for checkpoints/: fp16"),
 }
 
 

@@ -1,9 +1,10 @@
 """`python -m inverse_detr ship SRC DST [--fp32]` (or `inverse-detr ship ...`)
 
-Stores a trained DETR directory (e.g. a run's `detr/`) as a checkpoint to ship in
-`checkpoints/`: fp16 safetensors (half the size; `config.json` keeps float32, so it loads back
-as float32), the image statistics, no BatchNorm counters. `--fp32` keeps full precision.
-Re-measure the stored weights afterwards: `python -m inverse_detr.evaluate model=DST`.
+Stores a trained detector — a DETR directory (e.g. a run's `detr/`) or a project detector
+(a run's `detector/`) — as a checkpoint to ship in `checkpoints/`: fp16 safetensors (half the
+size; loaded back as float32), the image statistics, no BatchNorm counters. `--fp32` keeps full
+precision. Re-measure the stored weights afterwards: `python -m inverse_detr.evaluate
+model=DST`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ from pathlib import Path
 
 from inverse_detr.cli.shell import run_command
 from inverse_detr.config import ConfigError
-from inverse_detr.detectors.detr import image_normalization, load_detr, save_detr
+from inverse_detr.detectors.classic import ClassicDetector
+from inverse_detr.detectors.detr import save_detr
+from inverse_detr.detectors.loading import load_detector, save_detector
 
 
 def ship(source: str, target: Path, fp16: bool = True) -> Path:
-    """Load the DETR at `source` and store it at `target`; returns `target`."""
+    """Load the detector at `source` and store it at `target`; returns `target`."""
     if Path(target).resolve() == Path(source).resolve():
         raise ConfigError(f"ship: {target} is the source itself; give another folder")
-    mean, std = image_normalization(source)
-    detr = load_detr(source)
-    return save_detr(detr, Path(target), mean, std, fp16_storage=fp16)
+    detector = load_detector(source)
+    if isinstance(detector, ClassicDetector):
+        return save_detector(detector, Path(target), fp16=fp16)
+    return save_detr(detector.module, Path(target), detector.mean, detector.std, fp16)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,5 +38,5 @@ def _ship(args: list[str]) -> None:
     if len(paths) != 2 or flags - {"--fp32"}:
         raise ConfigError("usage: ship SRC DST [--fp32] (see --help)")
     out = ship(paths[0], Path(paths[1]), fp16="--fp32" not in flags)
-    size = (out / "model.safetensors").stat().st_size / 1e6
+    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"stored {paths[0]} in {out} ({size:.1f} MB); re-measure: evaluate model={out}")
