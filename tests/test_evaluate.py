@@ -64,3 +64,15 @@ def test_ap_per_size_bucket_follows_the_data_buckets():
     sizes.update([only_large], [target])
     result = sizes.compute()
     assert result["large"] == pytest.approx(1.0) and result["small"] == 0.0
+
+
+def test_a_detector_for_other_categories_is_a_one_line_error(tiny_overrides, tmp_path, capsys):
+    from inverse_detr.detectors.classic import ClassicDetector, ClassicSpec, build_classic
+    from inverse_detr.detectors.loading import save_detector
+
+    data = [o for o in tiny_overrides if o.startswith(DATA_KEYS)]
+    spec = ClassicSpec("retinanet", {1: "circle", 2: "square"}, image_size=64)
+    folder = save_detector(ClassicDetector(build_classic(spec), spec), tmp_path / "two")
+    assert main([f"model={folder}", *data]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "knows categories [1, 2]" in err and "[3, 4, 5, 6]" in err

@@ -32,6 +32,12 @@ def evaluate(cfg: DictConfig, device: torch.device | str = "cpu") -> tuple[Evalu
     masks = detector.name == "mask_rcnn"
     datamodule = build_datamodule(cfg.data, cfg.model.name, with_masks=True)
     dataset = datamodule.dataset("val")
+    unknown = sorted(set(dataset.categories) - set(detector.categories))
+    if unknown:
+        raise ConfigError(
+            f"{cfg.model.name} knows categories {sorted(detector.categories)}, but "
+            f"{dataset.coco_file} has {unknown} too: a detector trained for other data"
+        )
     transform = datamodule.transform
     buckets = buckets_of(dataset.coco.dataset.get("info", {}))
     result = evaluate_any(

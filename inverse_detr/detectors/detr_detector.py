@@ -12,13 +12,9 @@ UNNAMED = ("N/A",)  # HF's COCO DETRs name their unused ids so
 
 
 def detr_categories(detr: DetrForObjectDetection) -> dict[int, str]:
-    """Category id → name from the model's `id2label`, without unused ids ("N/A", "class_k"
-    placeholders that `random_detr` writes for ids the data never uses)."""
-    return {
-        int(i): name
-        for i, name in detr.config.id2label.items()
-        if name not in UNNAMED and not name.startswith("class_")
-    }
+    """Category id → name from the model's `id2label` (every id below the "no object" logit),
+    without the ids HF's COCO DETRs leave unused ("N/A")."""
+    return {int(i): name for i, name in detr.config.id2label.items() if name not in UNNAMED}
 
 
 class DetrDetector:
