@@ -216,6 +216,17 @@ def test_mean_image_baseline_refuses_mixed_image_sizes():
         baseline.update(torch.rand(2, 3, 16, 16))
 
 
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    """A Trainer for validating in tests: no logger, checkpoints, bars or summaries."""
+    return pl.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
 def padded_batch(seed: int, size: int = 3) -> Batch:
     """Random images whose right part is padding (pixel_mask 0), a different width each."""
     batch = make_batch(seed=seed, size=size)
@@ -227,12 +238,7 @@ def padded_batch(seed: int, size: int = 3) -> Batch:
 def test_validation_image_scores_are_per_image_and_skip_padding(module):
     """One definition: per-image MSE over real pixels, per-image PSNR, both averaged over
     images; the baseline scores each image against the mean of real pixels."""
-    trainer = pl.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer()
     batches = [padded_batch(seed=3), padded_batch(seed=4)]
     (metrics,) = trainer.validate(module, dataloaders=DataLoader(batches, batch_size=None))
     module.eval()
@@ -279,12 +285,7 @@ def test_mean_image_baseline_with_padding_matches_the_two_pass_definition():
 
 
 def test_the_selection_metric_is_the_geometric_mean_of_the_stage_losses(module):
-    trainer = pl.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer()
     batches = [make_batch(seed=5), make_batch(seed=6, size=3)]
     (metrics,) = trainer.validate(module, dataloaders=DataLoader(batches, batch_size=None))
     losses = torch.tensor([float(metrics[f"val/{s}/mse"]) for s in module.stages])
@@ -307,12 +308,7 @@ def test_baseline_states_have_their_shape_before_any_image():
 
 
 def test_a_nan_stage_loss_shows_in_the_selection_metric(module, monkeypatch):
-    trainer = pl.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer()
     real = module.stage_losses
 
     def one_nan(emb, batch):
