@@ -28,6 +28,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from inverse_detr.detectors.interface import Prediction
+from inverse_detr.detectors.losses import classic_losses
 
 FAMILIES = ("retinanet", "fcos", "faster_rcnn", "mask_rcnn")
 # anchor sizes per FPN level, in canvas pixels: sized for 8–70 px objects on a 128 px canvas
@@ -173,6 +174,10 @@ class ClassicDetector:
             )
             for o in outputs
         ]
+
+    def losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """The detector's own training losses per image, in eval mode (`detectors.losses`)."""
+        return classic_losses(self.module, images, targets)
 
     def raw_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pre-post-processing outputs in eval mode (see the family functions below)."""

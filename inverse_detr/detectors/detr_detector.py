@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
+from torchvision.ops import box_convert
 from transformers import DetrForObjectDetection
+from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
 
 from inverse_detr.detectors.detr import detr_predictions
 from inverse_detr.detectors.interface import Prediction
@@ -44,6 +46,26 @@ class DetrDetector:
         self.module.eval()
         out = self.module(pixel_values=self._normalise(images))
         return {"logits": out.logits, "pred_boxes": out.pred_boxes}
+
+    def losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """DETR's Hungarian set loss terms per image (last decoder layer): loss_ce, loss_bbox,
+        loss_giou (HF's `ForObjectDetectionLoss`, unweighted terms)."""
+        raw = self.raw_outputs(images)
+        h, w = images.shape[-2:]
+        scale = torch.tensor([w, h, w, h], dtype=images.dtype, device=images.device)
+        rows = []
+        for i, target in enumerate(targets):
+            boxes = box_convert(target["boxes"] / scale, "xyxy", "cxcywh")
+            labels = [{"class_labels": target["labels"], "boxes": boxes}]
+            _, parts, _ = ForObjectDetectionLoss(
+                raw["logits"][i : i + 1],
+                labels,
+                images.device,
+                raw["pred_boxes"][i : i + 1],
+                self.module.config,
+            )
+            rows.append(parts)
+        return {k: torch.stack([r[k] for r in rows]) for k in ("loss_ce", "loss_bbox", "loss_giou")}
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> list[Prediction]:

@@ -55,6 +55,12 @@ class Detector(Protocol):
         """Post-processed detections per image, without gradients, in eval mode."""
         ...
 
+    def losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """The detector's own training losses against `targets`, per image: {name: (B,)},
+        in eval mode; an image's losses never depend on the rest of the batch. targets: per
+        image {"boxes": (N, 4) xyxy pixels, "labels": (N,) category ids, "masks"?: (N, H, W)}."""
+        ...
+
     def raw_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The detector's outputs before post-processing, differentiable w.r.t. `images`,
         in eval mode (BatchNorm statistics untouched); names and shapes per family."""

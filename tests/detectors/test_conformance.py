@@ -165,3 +165,32 @@ def test_unknown_directories_name_the_known_kinds(tmp_path):
         load_detector(tmp_path)
     with pytest.raises(DetectorLoadError, match="not found"):
         load_detector(tmp_path / "nothing" / "here")
+
+
+def layout_targets(seed: int, batch: int) -> list[dict]:
+    """Two boxes per image (xyxy pixels) with category ids and box-shaped masks."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(batch):
+        xy = torch.randint(0, SIZE // 2, (2, 2), generator=g).float()
+        wh = torch.randint(8, SIZE // 2, (2, 2), generator=g).float()
+        boxes = torch.cat([xy, xy + wh], 1)
+        masks = torch.zeros(2, SIZE, SIZE, dtype=torch.uint8)
+        for k, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
+            masks[k, y0:y1, x0:x1] = 1
+        out.append({"boxes": boxes, "labels": torch.tensor([1, 3]), "masks": masks})
+    return out
+
+
+def test_losses_are_per_image_and_independent_of_the_batch(detector):
+    batch, targets = images(seed=8, batch=3), layout_targets(seed=1, batch=3)
+    together = detector.losses(batch, targets)
+    alone = detector.losses(batch[1:2], targets[1:2])
+    assert together and set(together) == set(alone)
+    for name, values in together.items():
+        assert values.shape == (3,) and values.isfinite().all(), name
+        torch.testing.assert_close(values[1], alone[name][0], atol=1e-5, rtol=1e-5)
+    pixels = batch.clone().requires_grad_(True)
+    total = torch.stack(list(detector.losses(pixels, targets).values())).sum()
+    total.backward()
+    assert pixels.grad.abs().sum() > 0  # the I-step can follow them to the pixels

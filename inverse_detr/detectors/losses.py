@@ -1,0 +1,85 @@
+"""Each detector's own training losses, per image, in eval mode.
+
+Layout inversion (its I-step) and the conformance tests need a detector's loss against given
+targets without training mode: `.train()` would switch BatchNorm to batch statistics and the
+RPN to its training top-n, and torchvision averages its losses over the batch. So the pieces are
+called directly, one image at a time; the two-stage detectors' random fg/bg sampling draws from
+a fixed seed, so an image's losses never depend on the rest of its batch or on the call.
+
+targets: per image {"boxes": (N, 4) xyxy canvas pixels, "labels": (N,) category ids,
+"masks": (N, H, W) (Mask R-CNN)}. Every function returns {loss name: (B,) per image}.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models.detection import FCOS
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.roi_heads import fastrcnn_loss, maskrcnn_loss
+from torchvision.models.detection.rpn import concat_box_prediction_layers
+
+SAMPLING_SEED = 0  # the R-CNNs' fg/bg sampling, fixed per image
+
+
+def classic_losses(model: nn.Module, images: torch.Tensor, targets: list[dict]) -> dict:
+    """A torchvision detector's losses per image; images: (B, 3, H, W) in [0, 1]."""
+    model.eval()
+    rows = [
+        _one(model, image[None], [target]) for image, target in zip(images, targets, strict=True)
+    ]
+    return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
+
+
+def _one(model: nn.Module, image: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+    image_list, targets = model.transform(list(image), [dict(t) for t in targets])
+    features = model.backbone(image_list.tensors)
+    if isinstance(model, GeneralizedRCNN):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SAMPLING_SEED)
+            return _rcnn(model, image_list, features, targets)
+    levels = list(features.values())
+    head_outputs = model.head(levels)
+    anchors = model.anchor_generator(image_list, levels)
+    if isinstance(model, FCOS):
+        per_level = [x.size(2) * x.size(3) for x in levels]
+        return model.compute_loss(targets, head_outputs, anchors, per_level)
+    return model.compute_loss(targets, head_outputs, anchors)
+
+
+def _rcnn(model, image_list, features, targets) -> dict[str, torch.Tensor]:
+    """RPN losses on its own anchor labelling, then the RoI head's on sampled proposals plus the
+    target boxes (and the mask head's on the positive ones), as in training."""
+    rpn, heads = model.rpn, model.roi_heads
+    levels = list(features.values())
+    objectness, deltas = rpn.head(levels)
+    anchors = rpn.anchor_generator(image_list, levels)
+    per_level = [o[0].numel() for o in objectness]
+    objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+    labels, matched_boxes = rpn.assign_targets_to_anchors(anchors, targets)
+    regression = rpn.box_coder.encode(matched_boxes, anchors)
+    loss_objectness, loss_rpn_box = rpn.compute_loss(objectness, deltas, labels, regression)
+    proposals = rpn.box_coder.decode(deltas.detach(), anchors).view(1, -1, 4)
+    boxes, _ = rpn.filter_proposals(
+        proposals, objectness.detach(), image_list.image_sizes, per_level
+    )
+    boxes, matched, labels, regression = heads.select_training_samples(boxes, targets)
+    pooled = heads.box_roi_pool(features, boxes, image_list.image_sizes)
+    class_logits, box_regression = heads.box_predictor(heads.box_head(pooled))
+    loss_classifier, loss_box = fastrcnn_loss(class_logits, box_regression, labels, regression)
+    out = {
+        "loss_objectness": loss_objectness,
+        "loss_rpn_box_reg": loss_rpn_box,
+        "loss_classifier": loss_classifier,
+        "loss_box_reg": loss_box,
+    }
+    if heads.has_mask():
+        positive = torch.where(labels[0] > 0)[0]
+        mask_boxes = [boxes[0][positive]]
+        pooled = heads.mask_roi_pool(features, mask_boxes, image_list.image_sizes)
+        logits = heads.mask_predictor(heads.mask_head(pooled))
+        gt_masks, gt_labels = [targets[0]["masks"]], [targets[0]["labels"]]
+        out["loss_mask"] = maskrcnn_loss(
+            logits, mask_boxes, gt_masks, gt_labels, [matched[0][positive]]
+        )
+    return out
