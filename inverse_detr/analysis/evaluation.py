@@ -130,7 +130,7 @@ def evaluate_any(
             continue
         batch = batch.to(device)
         images = (batch.pixel_values * std.to(device) + mean.to(device)).clamp(0, 1)
-        predictions = detector.predict(images)
+        predictions = detector.predict(images, batch.pixel_mask)
         box.update([p.as_dict() for p in predictions], detection_targets(batch.targets))
         sizes.update(predictions, batch.targets)
         if predictions and predictions[0].masks is not None:

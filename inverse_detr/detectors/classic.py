@@ -161,8 +161,11 @@ class ClassicDetector:
         self.mean, self.std = tuple(spec.mean), tuple(spec.std)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> list[Prediction]:
-        """images: (B, 3, H, W) in [0, 1] → detections per image (masks: prob > 0.5)."""
+    def predict(
+        self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None
+    ) -> list[Prediction]:
+        """images: (B, 3, H, W) in [0, 1] → detections per image (masks: prob > 0.5). The
+        pixel mask is not used: torchvision's detectors see padding as image."""
         self.module.eval()
         outputs = self.module(list(images))
         return [

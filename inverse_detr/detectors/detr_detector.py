@@ -41,10 +41,13 @@ class DetrDetector:
         std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
         return (images - mean) / std
 
-    def raw_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """logits (B, Q, C + 1) with "no object" last; pred_boxes (B, Q, 4) normalised cxcywh."""
+    def raw_outputs(
+        self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """logits (B, Q, C + 1) with "no object" last; pred_boxes (B, Q, 4) normalised cxcywh.
+        pixel_mask: (B, H, W), 1 = real pixel (None: all real)."""
         self.module.eval()
-        out = self.module(pixel_values=self._normalise(images))
+        out = self.module(pixel_values=self._normalise(images), pixel_mask=pixel_mask)
         return {"logits": out.logits, "pred_boxes": out.pred_boxes}
 
     def losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
@@ -68,8 +71,10 @@ class DetrDetector:
         return {k: torch.stack([r[k] for r in rows]) for k in ("loss_ce", "loss_bbox", "loss_giou")}
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> list[Prediction]:
-        raw = self.raw_outputs(images)
+    def predict(
+        self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None
+    ) -> list[Prediction]:
+        raw = self.raw_outputs(images, pixel_mask)
         sizes = [tuple(images.shape[-2:])] * len(images)
         found = detr_predictions(raw["logits"], raw["pred_boxes"], sizes)
         return [Prediction(p["boxes"], p["scores"], p["labels"]) for p in found]

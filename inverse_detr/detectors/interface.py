@@ -51,8 +51,11 @@ class Detector(Protocol):
     std: tuple[float, float, float]
     module: nn.Module
 
-    def predict(self, images: torch.Tensor) -> list[Prediction]:
-        """Post-processed detections per image, without gradients, in eval mode."""
+    def predict(
+        self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None
+    ) -> list[Prediction]:
+        """Post-processed detections per image, without gradients, in eval mode.
+        pixel_mask: (B, H, W), 1 = real pixel, for detectors that take one (DETR)."""
         ...
 
     def losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
