@@ -8,6 +8,7 @@ resume).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -59,7 +60,10 @@ def run_command(
     """
     args = sys.argv[1:] if argv is None else list(argv)
     if any(a in HELP_FLAGS for a in args):
-        print(usage(doc, with_config))
+        try:
+            print(usage(doc, with_config), flush=True)
+        except BrokenPipeError:  # `--help | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
