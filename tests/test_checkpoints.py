@@ -22,6 +22,17 @@ def test_shipped_detector_reaches_its_stated_ap():
 
 
 @pytest.mark.slow
+def test_shipped_planted_world_detector_reaches_its_stated_ap():
+    """Re-measured from the stored fp16 weights (checkpoints/shapes-detr-planted/README.md)."""
+    cfg = load_config(
+        ["model=checkpoints/shapes-detr-planted", "data=shapes_planted", "data.num_workers=0"]
+    )
+    result, _ = evaluate(cfg)
+    assert result.box.ap50 >= 0.85 and result.box.ap >= 0.5
+    assert set(result.by_size) == {"small", "medium", "large"}
+
+
+@pytest.mark.slow
 def test_shipped_inverse_modules_beat_the_mean_image(shapes_val_images):
     inverter = load_inverter(CHECKPOINTS / "shapes-inverse")
     assert inverter.spec.stages == ("backbone", "encoder", "decoder", "head")
