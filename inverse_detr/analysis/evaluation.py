@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -35,7 +36,8 @@ class Evaluation:
         out |= {f"ap_{name}": value for name, value in self.by_size.items()}
         if self.mask_ap is not None:
             out |= {"mask_ap": self.mask_ap, "mask_ap50": self.mask_ap50}
-        return out
+        # a bucket without ground truth has no AP: null in JSON, not NaN
+        return {k: None if v is None or math.isnan(v) else v for k, v in out.items()}
 
     def to_dict(self) -> dict:
         return asdict(self)

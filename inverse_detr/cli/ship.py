@@ -2,7 +2,8 @@
 
 Stores a trained detector — a DETR directory (e.g. a run's `detr/`) or a project detector
 (a run's `detector/`) — as a checkpoint to ship in `checkpoints/`: fp16 safetensors (half the
-size; loaded back as float32), the image statistics, no BatchNorm counters. `--fp32` keeps full
+size; loaded back as float32), the image statistics (a DETR also drops its BatchNorm
+counters). `--fp32` keeps full
 precision. Re-measure the stored weights afterwards: `python -m inverse_detr.evaluate
 model=DST`.
 """

@@ -168,15 +168,13 @@ class ClassicDetector:
         pixel mask is not used: torchvision's detectors see padding as image."""
         self.module.eval()
         outputs = self.module(list(images))
-        return [
-            Prediction(
-                o["boxes"],
-                o["scores"],
-                o["labels"],
-                o["masks"][:, 0] > 0.5 if "masks" in o else None,
-            )
-            for o in outputs
-        ]
+        known = torch.tensor(sorted(self.categories), device=images.device)
+        found = []
+        for o in outputs:  # the sigmoid heads also score id 0, which is no category
+            keep = torch.isin(o["labels"], known)
+            masks = o["masks"][keep, 0] > 0.5 if "masks" in o else None
+            found.append(Prediction(o["boxes"][keep], o["scores"][keep], o["labels"][keep], masks))
+        return found
 
     def losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
         """The detector's own training losses per image, in eval mode (`detectors.losses`)."""
@@ -212,7 +210,7 @@ def _rcnn_outputs(model, image_list, features) -> dict[str, torch.Tensor]:
     proposals, _ = model.rpn(image_list, features)
     pooled = model.roi_heads.box_roi_pool(features, proposals, image_list.image_sizes)
     class_logits, box_regression = model.roi_heads.box_predictor(model.roi_heads.box_head(pooled))
-    index = torch.cat([torch.full((len(p),), i) for i, p in enumerate(proposals)])
+    index = torch.cat([torch.full((len(p),), i, device=p.device) for i, p in enumerate(proposals)])
     return {
         "rpn_objectness": flat_objectness.view(batch, -1),
         "rpn_deltas": flat_deltas.view(batch, -1, 4),

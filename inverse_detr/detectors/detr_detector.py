@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torchvision.ops import box_convert
 from transformers import DetrForObjectDetection
@@ -56,6 +58,8 @@ class DetrDetector:
         raw = self.raw_outputs(images)
         h, w = images.shape[-2:]
         scale = torch.tensor([w, h, w, h], dtype=images.dtype, device=images.device)
+        config = copy.copy(self.module.config)
+        config.auxiliary_loss = False  # the last layer's terms (HF would want its aux outputs)
         rows = []
         for i, target in enumerate(targets):
             boxes = box_convert(target["boxes"] / scale, "xyxy", "cxcywh")
@@ -65,7 +69,7 @@ class DetrDetector:
                 labels,
                 images.device,
                 raw["pred_boxes"][i : i + 1],
-                self.module.config,
+                config,
             )
             rows.append(parts)
         return {k: torch.stack([r[k] for r in rows]) for k in ("loss_ce", "loss_bbox", "loss_giou")}
@@ -76,5 +80,8 @@ class DetrDetector:
     ) -> list[Prediction]:
         raw = self.raw_outputs(images, pixel_mask)
         sizes = [tuple(images.shape[-2:])] * len(images)
+        if pixel_mask is not None:  # DETR's boxes are relative to the real (unpadded) image
+            heights, widths = pixel_mask.any(2).sum(1), pixel_mask.any(1).sum(1)
+            sizes = [(int(h), int(w)) for h, w in zip(heights, widths, strict=True)]
         found = detr_predictions(raw["logits"], raw["pred_boxes"], sizes)
         return [Prediction(p["boxes"], p["scores"], p["labels"]) for p in found]

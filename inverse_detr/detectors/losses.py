@@ -25,6 +25,8 @@ SAMPLING_SEED = 0  # the R-CNNs' fg/bg sampling, fixed per image
 def classic_losses(model: nn.Module, images: torch.Tensor, targets: list[dict]) -> dict:
     """A torchvision detector's losses per image; images: (B, 3, H, W) in [0, 1]."""
     model.eval()
+    if not len(images):
+        raise ValueError("losses of an empty batch")
     rows = [
         _one(model, image[None], [target]) for image, target in zip(images, targets, strict=True)
     ]
@@ -35,7 +37,8 @@ def _one(model: nn.Module, image: torch.Tensor, targets: list[dict]) -> dict[str
     image_list, targets = model.transform(list(image), [dict(t) for t in targets])
     features = model.backbone(image_list.tensors)
     if isinstance(model, GeneralizedRCNN):
-        with torch.random.fork_rng(devices=[]):
+        devices = [image.device] if image.is_cuda else []
+        with torch.random.fork_rng(devices=devices):
             torch.manual_seed(SAMPLING_SEED)
             return _rcnn(model, image_list, features, targets)
     levels = list(features.values())

@@ -197,7 +197,9 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
     _on_rank_zero(save_config, cfg, run_dir / "config.yaml")
     jobs = {"joint": _joint_job, "detection": _detection_job, "inversion": _inversion_job}
     job = jobs[cfg.mode](cfg, run_dir)
-    datamodule = build_datamodule(cfg.data, cfg.model.name, with_masks=job.with_masks)
+    # detection mode normalises with the spec's (ImageNet) statistics, not a DETR's
+    data_model = "random" if cfg.mode == "detection" else cfg.model.name
+    datamodule = build_datamodule(cfg.data, data_model, with_masks=job.with_masks)
     if job.check_data is not None:
         job.check_data(datamodule.dataset("train"))
     resume = _resume_path(cfg, run_dir)

@@ -22,7 +22,12 @@ def tiny(kind: str, detr_dir) -> Detector:
         detr = load_detr(detr_dir)
         return DetrDetector(detr, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), CATEGORIES)
     spec = ClassicSpec(kind, CATEGORIES, image_size=SIZE)
-    return ClassicDetector(build_classic(spec).eval(), spec)
+    model = build_classic(spec).eval()
+    # an untrained detector scores below the default thresholds: keep every candidate, so
+    # that the format tests see real detections
+    heads = model.roi_heads if hasattr(model, "roi_heads") else model
+    heads.score_thresh = 0.0
+    return ClassicDetector(model, spec)
 
 
 def images(seed: int = 0, batch: int = 2) -> torch.Tensor:
@@ -37,7 +42,7 @@ def detector(request, tiny_detr_dir) -> Detector:
 def test_predictions_have_the_interfaces_format(detector):
     assert isinstance(detector, Detector)
     found = detector.predict(images())
-    assert len(found) == 2
+    assert len(found) == 2 and all(len(p.scores) for p in found)
     for p in found:
         n = len(p.scores)
         assert p.boxes.shape == (n, 4) and p.boxes.dtype == torch.float32
@@ -56,8 +61,9 @@ def test_predictions_have_the_interfaces_format(detector):
 def test_labels_are_the_datasets_category_ids(detector):
     assert detector.categories == CATEGORIES
     labels = torch.cat([p.labels for p in detector.predict(images(seed=1))])
+    assert len(labels)
     # DETR also scores its unused ids (0, the tiny DETR's extra labels); the classic detectors
-    # only ever predict a category
+    # only ever predict a category (their sigmoid heads' id-0 scores are dropped)
     allowed = set(CATEGORIES) if detector.name != "detr" else set(range(92))
     assert set(labels.tolist()) <= allowed
 
@@ -194,3 +200,23 @@ def test_losses_are_per_image_and_independent_of_the_batch(detector):
     total = torch.stack(list(detector.losses(pixels, targets).values())).sum()
     total.backward()
     assert pixels.grad.abs().sum() > 0  # the I-step can follow them to the pixels
+
+
+def test_the_shipped_detrs_give_per_image_losses():
+    """Shipped DETRs were trained with auxiliary losses on; their per-image losses still work."""
+    detector = load_detector("checkpoints/shapes-detr-planted")
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    losses = detector.losses(x, layout_targets(seed=2, batch=2))
+    assert set(losses) == {"loss_ce", "loss_bbox", "loss_giou"}
+    assert all(v.shape == (2,) and v.isfinite().all() for v in losses.values())
+
+
+def test_detr_boxes_are_scaled_to_the_real_image_under_padding(tiny_detr_dir):
+    detector = tiny("detr", tiny_detr_dir)
+    x = images(seed=9)
+    mask = torch.ones(2, SIZE, SIZE, dtype=torch.long)
+    mask[:, :, SIZE // 2 :] = 0  # the right half is padding
+    full, padded = detector.predict(x), detector.predict(x, mask)
+    ratio = padded[0].boxes[:, 0::2] / full[0].boxes[:, 0::2].clamp_min(1e-6)
+    assert not torch.allclose(padded[0].boxes, full[0].boxes)
+    assert padded[0].boxes[:, 0::2].max() <= SIZE / 2 + 1e-3 and ratio.isfinite().all()

@@ -50,8 +50,8 @@ def world_stats(annotation_file: Path, context_rules: list | None = None) -> dic
         "objects": len(coco["annotations"]),
         "context": _context(images, cats, _rules_to_measure(cats, context_rules)),
         "texture": _texture(coco["annotations"], cats),
-        "sizes": _sizes(coco["annotations"], coco["info"].get("area_buckets", {})),
-        "hue": _hue(coco["annotations"], cats, coco["info"].get("hue_jitter", 12.0)),
+        "sizes": _sizes(coco["annotations"], coco.get("info", {}).get("area_buckets", {})),
+        "hue": _hue(coco["annotations"], cats, coco.get("info", {}).get("hue_jitter", 12.0)),
     }
 
 
@@ -142,10 +142,8 @@ def _hue(annotations: list[dict], cats: dict[int, dict], jitter: float) -> dict[
     within the prototype's jitter."""
     out = {}
     for cid, cat in cats.items():
-        hues = np.array(
-            [a["attributes"]["hue"] for a in annotations if a["category_id"] == cid],
-            dtype=float,
-        )
+        hues = [a.get("attributes", {}).get("hue") for a in annotations if a["category_id"] == cid]
+        hues = np.array([h for h in hues if h is not None], dtype=float)  # none before v2
         if not len(hues) or cat.get("prototype_hue") is None:
             continue
         distance = _circular_distance(hues, cat["prototype_hue"])
