@@ -274,6 +274,26 @@ def autocast_backbone(model: DetrForObjectDetection, dtype: torch.dtype = torch.
     backbone.forward = forward
 
 
+class Fp16OverflowError(UserError, ValueError):
+    """A weight that fp16 cannot hold (beyond ±65504); the message names it."""
+
+
+def half_precision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating-point tensors as contiguous fp16 (others as they are); a value fp16 cannot
+    hold is an `Fp16OverflowError` naming the tensor, never a silent inf."""
+    out = {}
+    for key, value in state.items():
+        if value.is_floating_point():
+            half = value.detach().half()
+            if not torch.equal(half.isfinite(), value.isfinite()):
+                raise Fp16OverflowError(
+                    f"{key}: values up to {value.abs().max():.3g} overflow fp16; store it fp32"
+                )
+            value = half
+        out[key] = value.contiguous()
+    return out
+
+
 def save_detr(
     model: DetrForObjectDetection,
     path: str | os.PathLike,
@@ -291,8 +311,7 @@ def save_detr(
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     model.save_pretrained(path, state_dict=state)
     if fp16_storage:
-        halves = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        save_file({k: v.contiguous() for k, v in halves.items()}, str(path / WEIGHTS_FILE))
+        save_file(half_precision(state), str(path / WEIGHTS_FILE))
     settings = {
         "image_processor_type": "DetrImageProcessor",
         "image_mean": list(mean),

@@ -15,7 +15,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from inverse_detr.detectors.classic import FAMILIES, ClassicDetector, ClassicSpec, build_classic
-from inverse_detr.detectors.detr import _looks_like_path, image_normalization, load_detr, local_dir
+from inverse_detr.detectors.detr import (
+    _looks_like_path,
+    half_precision,
+    image_normalization,
+    load_detr,
+    local_dir,
+)
 from inverse_detr.detectors.detr_detector import DetrDetector
 from inverse_detr.detectors.interface import Detector
 from inverse_detr.errors import UserError
@@ -56,9 +62,7 @@ def save_detector(detector: ClassicDetector, directory: str | os.PathLike, fp16:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in detector.module.state_dict().items()}
-    if fp16:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    save_file(state, str(directory / WEIGHTS_FILE))
+    save_file(half_precision(state) if fp16 else state, str(directory / WEIGHTS_FILE))
     record = {"format": FORMAT, "version": 1, "spec": detector.spec.to_json()}
     (directory / SPEC_FILE).write_text(json.dumps(record, indent=2))
     return directory

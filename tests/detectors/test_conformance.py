@@ -220,3 +220,16 @@ def test_detr_boxes_are_scaled_to_the_real_image_under_padding(tiny_detr_dir):
     ratio = padded[0].boxes[:, 0::2] / full[0].boxes[:, 0::2].clamp_min(1e-6)
     assert not torch.allclose(padded[0].boxes, full[0].boxes)
     assert padded[0].boxes[:, 0::2].max() <= SIZE / 2 + 1e-3 and ratio.isfinite().all()
+
+
+def test_fp16_storage_refuses_values_it_cannot_hold(tmp_path):
+    from inverse_detr.detectors.detr import Fp16OverflowError, half_precision
+
+    halves = half_precision({"w": torch.tensor([1.5, -2.0]), "n": torch.tensor(3)})
+    assert halves["w"].dtype == torch.float16 and halves["n"].dtype == torch.int64
+    detector = tiny("fcos", None)
+    with torch.no_grad():
+        next(detector.module.parameters()).view(-1)[0] = 1e6
+    with pytest.raises(Fp16OverflowError, match=r"overflow fp16; store it fp32"):
+        save_detector(detector, tmp_path / "big")
+    save_detector(detector, tmp_path / "full", fp16=False)  # fp32 keeps it
