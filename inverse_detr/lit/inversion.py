@@ -142,17 +142,8 @@ class InversionModule(pl.LightningModule):
             return
         emb = self.embed(batch)
         losses = self.stage_losses(emb, batch)
-        n = len(batch)
         for stage, loss in losses.items():
-            self.log(f"val/{stage}/mse", loss, batch_size=n, sync_dist=True)
-            self.val_stage_mse[stage].update(loss, weight=n)
-        self.log(
-            "val/loss",
-            torch.stack(list(losses.values())).sum(),
-            batch_size=n,
-            sync_dist=True,
-            prog_bar=True,
-        )
+            self.val_stage_mse[stage].update(loss, weight=len(batch))
         truth = (batch.pixel_values * self.std + self.mean).clamp(0, 1)  # (B, 3, H, W) RGB
         self.val_baseline.update(truth, batch.pixel_mask)
         for stage in self.image_stages:
@@ -163,8 +154,12 @@ class InversionModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """Every rank computes every metric (each compute is a collective under DDP), also a
         rank that saw no image."""
-        means = torch.stack([m.compute() for m in self.val_stage_mse.values()])
-        self.log(SELECTION_METRIC, means.clamp_min(1e-12).log().mean().exp())
+        means = {stage: m.compute() for stage, m in self.val_stage_mse.items()}
+        for stage, mean in means.items():
+            self.log(f"val/{stage}/mse", mean)
+        stacked = torch.stack(list(means.values()))
+        self.log("val/loss", stacked.sum(), prog_bar=True)  # the sum of the stages' means
+        self.log(SELECTION_METRIC, stacked.clamp_min(1e-12).log().mean().exp())
         for stage in self.image_stages:
             self.log(f"val/{stage}/image_mse", self.val_image_mse[stage].compute())
             self.log(f"val/{stage}/psnr", self.val_psnr[stage].compute())
