@@ -47,6 +47,7 @@ def test_ap_per_size_bucket_follows_the_data_buckets():
     import torch
 
     from inverse_detr.analysis.evaluation import SizeBuckets
+    from inverse_detr.analysis.metrics import detection_targets
     from inverse_detr.data.coco import Target
     from inverse_detr.detectors.interface import Prediction
 
@@ -61,7 +62,7 @@ def test_ap_per_size_bucket_follows_the_data_buckets():
         torch.tensor([[10.0, 10.0, 30.0, 30.0]]), torch.tensor([0.9]), torch.tensor([2])
     )
     sizes = SizeBuckets(buckets)
-    sizes.update([only_large], [target])
+    sizes.update([only_large], [target], detection_targets([target]))
     result = sizes.compute()
     assert result["large"] == pytest.approx(1.0) and result["small"] == 0.0
 

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from inverse_detr.analysis.metrics import APScores, ap_metric, detection_targets, detr_predictions
+from inverse_detr.analysis.metrics import APScores, ap_metric, detection_targets
 from inverse_detr.analysis.stages import VARIANTS, available_stages
 from inverse_detr.analysis.subset import AnalysisError, ImageSet, embed, fixed_subset
 from inverse_detr.data.coco import CocoDetection, Target
 from inverse_detr.data.recolor import FILTERS, hue_degrees, recolor
+from inverse_detr.detectors.detr import detr_predictions
 
 if TYPE_CHECKING:
     from inverse_detr.export import Inverter

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from pycocotools.coco import COCO
@@ -39,9 +39,6 @@ class Evaluation:
         # a bucket without ground truth has no AP: null in JSON, not NaN
         return {k: None if v is None or math.isnan(v) else v for k, v in out.items()}
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 class SizeBuckets:
     """Collects ground truth and detections, then COCO box AP per area bucket (pycocotools
@@ -52,12 +49,12 @@ class SizeBuckets:
         self.buckets = buckets
         self.images, self.truth, self.found = [], [], []
 
-    def update(self, predictions: list[Prediction], targets: list) -> None:
-        for p, t in zip(predictions, targets, strict=True):
+    def update(self, predictions: list[Prediction], targets: list, truth: list[dict]) -> None:
+        """truth: `detection_targets(targets)`, which the caller has already built."""
+        for p, t, boxes in zip(predictions, targets, truth, strict=True):
             image_id = len(self.images) + 1
             h, w = t.masks.shape[-2:] if t.masks.numel() else t.size
             self.images.append({"id": image_id, "height": int(h), "width": int(w)})
-            boxes = detection_targets([t])[0]
             for k, (box, label) in enumerate(zip(boxes["boxes"], boxes["labels"], strict=True)):
                 crowd = bool(boxes["iscrowd"][k])
                 area = float(t.masks[k].sum()) if k < len(t.masks) else _box_area(box)
@@ -133,8 +130,9 @@ def evaluate_any(
         batch = batch.to(device)
         images = (batch.pixel_values * std.to(device) + mean.to(device)).clamp(0, 1)
         predictions = detector.predict(images, batch.pixel_mask)
-        box.update([p.as_dict() for p in predictions], detection_targets(batch.targets))
-        sizes.update(predictions, batch.targets)
+        truth = detection_targets(batch.targets)
+        box.update([p.as_dict() for p in predictions], truth)
+        sizes.update(predictions, batch.targets, truth)
         if predictions and predictions[0].masks is not None:
             with_masks = True
             segm.update(

@@ -8,7 +8,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.detection import MeanAveragePrecision
 
-from inverse_detr.detectors.detr import detr_predictions, to_pixels
+from inverse_detr.detectors.detr import to_pixels
 
 
 def detection_targets(targets: list) -> list[dict[str, torch.Tensor]]:
@@ -53,29 +53,6 @@ class APScores:
         return cls(
             float(result["map"]), float(result["map_50"]), float(result["map_75"]), per_category
         )
-
-
-@torch.no_grad()
-def evaluate_detector(detr, batches, per_category: bool = True, progress: bool = True) -> APScores:
-    """COCO box AP of `detr` over an iterable of `Batch`es (e.g. a validation DataLoader).
-
-    detr: any `DetrForObjectDetection` (put in eval mode here); runs on its own device.
-    """
-    from tqdm.auto import tqdm
-
-    detr.eval()
-    device = next(detr.parameters()).device
-    metric = ap_metric(per_category)
-    for batch in tqdm(batches, desc="evaluating", disable=not progress, leave=False):
-        if len(batch) == 0:
-            continue
-        batch = batch.to(device)
-        out = detr(pixel_values=batch.pixel_values, pixel_mask=batch.pixel_mask)
-        sizes = [t.size for t in batch.targets]
-        metric.update(
-            detr_predictions(out.logits, out.pred_boxes, sizes), detection_targets(batch.targets)
-        )
-    return APScores.from_metric(metric.compute())
 
 
 def image_mse(recon: torch.Tensor, images: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:

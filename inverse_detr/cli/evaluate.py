@@ -29,7 +29,6 @@ def evaluate(cfg: DictConfig, device: torch.device | str = "cpu") -> tuple[Evalu
     if cfg.model.name == "random":
         raise ConfigError("evaluate needs a trained detector: model=<directory or hub id>")
     detector = load_detector(cfg.model.name, device)
-    masks = detector.name == "mask_rcnn"
     datamodule = build_datamodule(cfg.data, cfg.model.name, with_masks=True)
     dataset = datamodule.dataset("val")
     unknown = sorted(set(dataset.categories) - set(detector.categories))
@@ -43,8 +42,6 @@ def evaluate(cfg: DictConfig, device: torch.device | str = "cpu") -> tuple[Evalu
     result = evaluate_any(
         detector, datamodule.val_dataloader(), transform.mean, transform.std, buckets
     )
-    if masks and result.mask_ap is None:
-        result.mask_ap = result.mask_ap50 = 0.0  # no mask predicted at all
     return result, dataset.category_names()
 
 

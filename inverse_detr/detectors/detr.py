@@ -44,7 +44,7 @@ def local_dir(name: str | os.PathLike) -> Path | None:
     return None
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     """Hub ids are `name` or `org/name`; anything else can only be meant as a directory."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
 
@@ -68,7 +68,7 @@ def load_detr(
         if not (path / "config.json").is_file():
             raise DetrLoadError(f"{path}: not a DETR directory (no config.json in it)")
         name = str(path)
-    elif _looks_like_path(name):
+    elif looks_like_path(name):
         raise DetrLoadError(f"DETR directory not found: {Path(name).expanduser()}")
     try:
         model = DetrForObjectDetection.from_pretrained(name, local_files_only=local_files_only)

@@ -16,11 +16,11 @@ from safetensors.torch import load_file, save_file
 
 from inverse_detr.detectors.classic import FAMILIES, ClassicDetector, ClassicSpec, build_classic
 from inverse_detr.detectors.detr import (
-    _looks_like_path,
     half_precision,
     image_normalization,
     load_detr,
     local_dir,
+    looks_like_path,
 )
 from inverse_detr.detectors.detr_detector import DetrDetector
 from inverse_detr.detectors.interface import Detector
@@ -46,7 +46,7 @@ def load_detector(name_or_dir: str | os.PathLike, device: torch.device | str = "
     if path is not None and (path / SPEC_FILE).is_file():
         detector = _load_classic(path)
     elif (path is not None and (path / "config.json").is_file()) or (
-        path is None and not _looks_like_path(name)
+        path is None and not looks_like_path(name)
     ):
         detector = DetrDetector(load_detr(name), *image_normalization(name))
     elif path is None:

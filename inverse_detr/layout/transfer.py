@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DetrForObjectDetection
 
-from inverse_detr.analysis.metrics import APScores, ap_metric, detr_predictions
+from inverse_detr.analysis.metrics import APScores, ap_metric
+from inverse_detr.detectors.detr import detr_predictions
 from inverse_detr.layout.regularizers import PixelRange
 from inverse_detr.layout.targets import Layout
 

@@ -14,9 +14,9 @@ import torch
 from torchmetrics import MeanMetric
 from transformers import DetrForObjectDetection
 
-from inverse_detr.analysis.metrics import APScores, ap_metric, detection_targets, detr_predictions
+from inverse_detr.analysis.metrics import APScores, ap_metric, detection_targets
 from inverse_detr.data.batch import Batch
-from inverse_detr.detectors.detr import detection_loss, forward_embeddings
+from inverse_detr.detectors.detr import detection_loss, detr_predictions, forward_embeddings
 from inverse_detr.inverse.chain import InverseChain
 from inverse_detr.inverse.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.losses import Pixels

@@ -217,9 +217,8 @@ def test_detr_boxes_are_scaled_to_the_real_image_under_padding(tiny_detr_dir):
     mask = torch.ones(2, SIZE, SIZE, dtype=torch.long)
     mask[:, :, SIZE // 2 :] = 0  # the right half is padding
     full, padded = detector.predict(x), detector.predict(x, mask)
-    ratio = padded[0].boxes[:, 0::2] / full[0].boxes[:, 0::2].clamp_min(1e-6)
     assert not torch.allclose(padded[0].boxes, full[0].boxes)
-    assert padded[0].boxes[:, 0::2].max() <= SIZE / 2 + 1e-3 and ratio.isfinite().all()
+    assert padded[0].boxes[:, 0::2].max() <= SIZE / 2 + 1e-3
 
 
 def test_fp16_storage_refuses_values_it_cannot_hold(tmp_path):

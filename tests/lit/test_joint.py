@@ -5,17 +5,17 @@ import csv
 import pytest
 import torch
 
-from inverse_detr.analysis.metrics import (
-    APScores,
-    ap_metric,
-    detection_targets,
-    detr_predictions,
-)
+from inverse_detr.analysis.metrics import APScores, ap_metric, detection_targets
 from inverse_detr.cli.train import main, run
 from inverse_detr.config import load_config
 from inverse_detr.data.batch import Batch
 from inverse_detr.data.coco import Target
-from inverse_detr.detectors.detr import detection_loss, forward_embeddings, load_detr
+from inverse_detr.detectors.detr import (
+    detection_loss,
+    detr_predictions,
+    forward_embeddings,
+    load_detr,
+)
 from inverse_detr.inverse.spec import build_chain
 from inverse_detr.lit.joint import JointModule
 
