@@ -36,5 +36,5 @@ detectors:
 	  name=shapes-$$(echo $$d | tr _ -); \
 	  $(PYTHON) -m inverse_detr.train experiment=shapes_$$d run_name=$$name logger=csv $(ARGS); \
 	  $(PYTHON) -m inverse_detr ship runs/$$name/detector checkpoints/$$name; \
-	  $(PYTHON) -m inverse_detr.evaluate model=checkpoints/$$name data=shapes_planted; \
+	  $(PYTHON) -m inverse_detr.evaluate model=checkpoints/$$name; \
 	done

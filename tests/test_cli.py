@@ -31,7 +31,7 @@ def test_every_command_prints_usage_with_the_config_groups(command, capsys):
 
 def test_config_groups_are_read_from_configs():
     groups = config_groups()
-    assert groups["data"] == ["coco", "shapes", "shapes_planted"]
+    assert groups["data"] == ["coco", "shapes", "shapes_first"]
     assert {"model", "inverse", "trainer", "experiment"} <= set(groups)
 
 

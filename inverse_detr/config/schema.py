@@ -52,7 +52,8 @@ class ModelConfig:
 
 @dataclass
 class ShapesConfig:
-    """The generated world and the truths it plants (see inverse_detr.data.shapes.rules)."""
+    """The generated world and the truths it plants (see inverse_detr.data.shapes.rules); the
+    defaults plant every truth (`data=shapes_first` is the first version's world)."""
 
     train: int = 2000
     val: int = 200
@@ -60,9 +61,9 @@ class ShapesConfig:
     classes: int = 6
     seed: int = 0
     colour: str = "prototype"  # prototype: class hues | off: every hue uniform (the control)
-    context: bool = False  # co-occurrence rules (an anchor class brings a partner at one side)
-    texture: bool = False  # class-specific textures on some classes
-    scale: str = "narrow"  # narrow: the first version's sizes | spread: small/medium/large
+    context: bool = True  # co-occurrence rules (an anchor class brings a partner at one side)
+    texture: bool = True  # class-specific textures on some classes
+    scale: str = "spread"  # spread: small/medium/large | narrow: the first version's sizes
 
 
 @dataclass

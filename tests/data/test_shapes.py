@@ -259,8 +259,8 @@ def test_cli_rejects_too_few_classes(tmp_path) -> None:
 
 def test_cli_writes_a_planted_world_and_prints_its_statistics(tmp_path) -> None:
     out = tmp_path / "planted"
-    args = ["--out", str(out), "--train", "20", "--val", "2", "--size", "64", "--planted"]
-    result = _run_cli(*args, "--workers", "1")
+    args = ["--out", str(out), "--train", "20", "--val", "2", "--size", "64"]
+    result = _run_cli(*args, "--workers", "1")  # every truth planted by default
     assert result.returncode == 0, result.stderr
     stats = _run_cli("--stats", str(out))
     assert stats.returncode == 0, stats.stderr

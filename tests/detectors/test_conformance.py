@@ -202,9 +202,9 @@ def test_losses_are_per_image_and_independent_of_the_batch(detector):
     assert pixels.grad.abs().sum() > 0  # the I-step can follow them to the pixels
 
 
-def test_the_shipped_detrs_give_per_image_losses():
-    """Shipped DETRs were trained with auxiliary losses on; their per-image losses still work."""
-    detector = load_detector("checkpoints/shapes-detr-planted")
+def test_the_shipped_detr_gives_per_image_losses():
+    """The shipped DETR was trained with auxiliary losses on; its per-image losses still work."""
+    detector = load_detector("checkpoints/shapes-detr")
     x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     losses = detector.losses(x, layout_targets(seed=2, batch=2))
     assert set(losses) == {"loss_ce", "loss_bbox", "loss_giou"}

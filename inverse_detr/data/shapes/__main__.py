@@ -34,18 +34,30 @@ def _parser() -> argparse.ArgumentParser:
         "--classes", type=int, default=6, help=f"K, {MIN_CLASSES}..{len(SHAPE_CLASSES)}"
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    rules = parser.add_argument_group("planted rules (default: the first version's world)")
-    rules.add_argument("--planted", action="store_true", help="every rule on (overrides below)")
-    rules.add_argument("--colour", choices=COLOUR_RULES, default="prototype")
-    rules.add_argument("--context", action="store_true", help="co-occurrence rules on")
-    rules.add_argument("--texture", action="store_true", help="class textures on")
-    rules.add_argument("--scale", choices=SCALE_RULES, default="narrow")
+    rules = parser.add_argument_group("planted rules (default: every truth planted)")
+    rules.add_argument(
+        "--first-version", action="store_true", help="the first version's world (overrides below)"
+    )
+    rules.add_argument("--colour", choices=COLOUR_RULES, default=PLANTED.colour)
+    rules.add_argument(
+        "--context",
+        action=argparse.BooleanOptionalAction,
+        default=PLANTED.context,
+        help="co-occurrence rules",
+    )
+    rules.add_argument(
+        "--texture",
+        action=argparse.BooleanOptionalAction,
+        default=PLANTED.texture,
+        help="class textures",
+    )
+    rules.add_argument("--scale", choices=SCALE_RULES, default=PLANTED.scale)
     return parser
 
 
 def _rules(args: argparse.Namespace) -> Rules:
-    if args.planted:
-        return PLANTED
+    if args.first_version:
+        return Rules()
     return Rules(colour=args.colour, context=args.context, texture=args.texture, scale=args.scale)
 
 
