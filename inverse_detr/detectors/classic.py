@@ -116,6 +116,7 @@ def build_classic(spec: ClassicSpec) -> nn.Module:
         max_size=spec.image_size,
         image_mean=list(spec.mean),
         image_std=list(spec.std),
+        detections_per_img=100,  # what COCO's AP reads (RetinaNet and FCOS default to 300)
     )
     num_classes = max(spec.categories) + 1
     ratios = (1.0,) if spec.family == "fcos" else spec.aspect_ratios
