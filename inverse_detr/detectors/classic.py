@@ -27,6 +27,7 @@ from torchvision.models.detection.rpn import RPNHead, concat_box_prediction_laye
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from inverse_detr.detectors.dense_zstep import dense_inversion_losses
 from inverse_detr.detectors.interface import Prediction
 from inverse_detr.detectors.losses import classic_losses
 
@@ -181,15 +182,42 @@ class ClassicDetector:
         """The detector's own training losses per image, in eval mode (`detectors.losses`)."""
         return classic_losses(self.module, images, targets)
 
+    def inversion_losses(
+        self, images: torch.Tensor, targets: list[dict]
+    ) -> dict[str, torch.Tensor]:
+        """Per image {"cls", "reg"} (Mask R-CNN also "mask" when the targets have masks) toward
+        the targets after the detector's Z-step, in eval mode. RetinaNet, FCOS:
+        `detectors.dense_zstep`; the R-CNNs: their own training pieces (`detectors.losses`),
+        RPN and RoI terms added (classification: objectness + classifier; box: both box terms).
+        """
+        if self.name in ("retinanet", "fcos"):
+            raw, per_level = self._dense(images)
+            return dense_inversion_losses(self.module, raw, per_level, targets)
+        parts = classic_losses(self.module, images, targets)
+        out = {
+            "cls": parts["loss_objectness"] + parts["loss_classifier"],
+            "reg": parts["loss_rpn_box_reg"] + parts["loss_box_reg"],
+        }
+        if "loss_mask" in parts:
+            out["mask"] = parts["loss_mask"]
+        return out
+
     def raw_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pre-post-processing outputs in eval mode (see the family functions below)."""
-        self.module.eval()
-        model = self.module
-        image_list, _ = model.transform(list(images))
-        features = model.backbone(image_list.tensors)
         if self.name in ("retinanet", "fcos"):
-            return _dense_outputs(model, image_list, list(features.values()))
-        return _rcnn_outputs(model, image_list, features)
+            return self._dense(images)[0]
+        self.module.eval()
+        image_list, _ = self.module.transform(list(images))
+        return _rcnn_outputs(self.module, image_list, self.module.backbone(image_list.tensors))
+
+    def _dense(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """RetinaNet / FCOS raw outputs and the number of candidates on each level."""
+        model = self.module.eval()
+        image_list, _ = model.transform(list(images))
+        features = list(model.backbone(image_list.tensors).values())
+        per_location = model.anchor_generator.num_anchors_per_location()[0]
+        per_level = [f.shape[-2] * f.shape[-1] * per_location for f in features]
+        return _dense_outputs(model, image_list, features), per_level
 
 
 def _dense_outputs(model, image_list, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:

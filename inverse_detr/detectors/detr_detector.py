@@ -74,6 +74,21 @@ class DetrDetector:
             rows.append(parts)
         return {k: torch.stack([r[k] for r in rows]) for k in ("loss_ce", "loss_bbox", "loss_giou")}
 
+    def inversion_losses(
+        self, images: torch.Tensor, targets: list[dict]
+    ) -> dict[str, torch.Tensor]:
+        """Per image {"cls", "reg"} toward the targets after DETR's Z-step: its own Hungarian
+        matching of the target objects to the queries (matched queries get the object's class
+        and box, the others "no object"), then its set loss — cls: the class cross-entropy
+        (no-object weight `eos_coefficient`), reg: `bbox_loss_coefficient`·L1 +
+        `giou_loss_coefficient`·(1 − GIoU)."""
+        parts, config = self.losses(images, targets), self.module.config
+        reg = config.bbox_loss_coefficient * parts["loss_bbox"]
+        return {
+            "cls": parts["loss_ce"],
+            "reg": reg + config.giou_loss_coefficient * parts["loss_giou"],
+        }
+
     @torch.no_grad()
     def predict(
         self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None

@@ -64,6 +64,15 @@ class Detector(Protocol):
         image {"boxes": (N, 4) xyxy pixels, "labels": (N,) category ids, "masks"?: (N, H, W)}."""
         ...
 
+    def inversion_losses(
+        self, images: torch.Tensor, targets: list[dict]
+    ) -> dict[str, torch.Tensor]:
+        """Layout inversion's I-step objective: per image {"cls": (B,), "reg": (B,)} (and
+        "mask" for detectors with masks, when the targets have them) toward the targets after
+        the detector's own Z-step (its pseudo-targets for the raw outputs), in eval mode; an
+        image's losses never depend on the rest of the batch. targets as for `losses`."""
+        ...
+
     def raw_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The detector's outputs before post-processing, differentiable w.r.t. `images`,
         in eval mode (BatchNorm statistics untouched); names and shapes per family."""

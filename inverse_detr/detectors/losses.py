@@ -66,6 +66,9 @@ def _rcnn(model, image_list, features, targets) -> dict[str, torch.Tensor]:
     boxes, _ = rpn.filter_proposals(
         proposals, objectness.detach(), image_list.image_sizes, per_level
     )
+    with_masks = heads.has_mask() and "masks" in targets[0]
+    if heads.has_mask() and not with_masks:  # torchvision's sampler insists on a masks key
+        targets = [dict(targets[0], masks=targets[0]["boxes"].new_zeros(0))]
     boxes, matched, labels, regression = heads.select_training_samples(boxes, targets)
     pooled = heads.box_roi_pool(features, boxes, image_list.image_sizes)
     class_logits, box_regression = heads.box_predictor(heads.box_head(pooled))
@@ -76,7 +79,7 @@ def _rcnn(model, image_list, features, targets) -> dict[str, torch.Tensor]:
         "loss_classifier": loss_classifier,
         "loss_box_reg": loss_box,
     }
-    if heads.has_mask():
+    if with_masks:  # without target masks: the box terms only
         positive = torch.where(labels[0] > 0)[0]
         mask_boxes = [boxes[0][positive]]
         pooled = heads.mask_roi_pool(features, mask_boxes, image_list.image_sizes)

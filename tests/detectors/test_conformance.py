@@ -202,6 +202,23 @@ def test_losses_are_per_image_and_independent_of_the_batch(detector):
     assert pixels.grad.abs().sum() > 0  # the I-step can follow them to the pixels
 
 
+def test_inversion_losses_are_per_image_terms_independent_of_the_batch(detector):
+    batch, targets = images(seed=9, batch=3), layout_targets(seed=3, batch=3)
+    together = detector.inversion_losses(batch, targets)
+    expected = {"cls", "reg", "mask"} if detector.name == "mask_rcnn" else {"cls", "reg"}
+    assert set(together) == expected
+    alone = detector.inversion_losses(batch[2:3], targets[2:3])
+    for name, values in together.items():
+        assert values.shape == (3,) and values.isfinite().all() and (values > 0).all(), name
+        torch.testing.assert_close(values[2], alone[name][0], atol=1e-5, rtol=1e-5)
+    boxes_only = [{k: v for k, v in t.items() if k != "masks"} for t in targets[:1]]
+    assert set(detector.inversion_losses(batch[:1], boxes_only)) == {"cls", "reg"}
+    for name in expected:  # each term alone reaches the pixels (the disentangling study)
+        pixels = batch[:1].clone().requires_grad_(True)
+        detector.inversion_losses(pixels, targets[:1])[name].sum().backward()
+        assert pixels.grad.abs().sum() > 0, name
+
+
 def test_the_shipped_detr_gives_per_image_losses():
     """The shipped DETR was trained with auxiliary losses on; its per-image losses still work."""
     detector = load_detector("checkpoints/shapes-detr")
