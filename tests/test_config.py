@@ -49,7 +49,8 @@ def test_model_shorthand_names_a_directory_or_hub_id():
         (["data.image_size=[8,8]"], r"data.image_size"),
         (["layout.lr=-1"], r"'layout.lr' must be > 0.0, got -1.0"),
         (["layout.blur_every=-5"], r"'layout.blur_every' must be ≥ 0, got -5"),
-        (["layout.loss=boxes"], r"'layout.loss' is 'boxes'; allowed: both, class, box"),
+        (["layout.loss=boxes"], r"'layout.loss' is 'boxes'; allowed: all, or terms of cls, reg"),
+        (["layout.loss=cls+cls"], r"'layout.loss' is 'cls\+cls'; allowed: all, or terms"),
         (["n=-1"], r"'layout.n' must be ≥ 0"),
         # the colour analysis compares ≥ 2 distinct filters: caught here, not deep in a run
         (["analysis.filters=[none]"], r"'analysis.filters' is \['none'\].*: none, red, .*gray$"),

@@ -1,10 +1,11 @@
-"""The layout-inversion benchmark: `python -m inverse_detr.bench config=layout [model=<detr>]`.
+"""The layout-inversion benchmark: `python -m inverse_detr.bench config=layout [model=<dir>]`.
 
-Times the alternating optimiser's iteration (detector forward + Z-step + I-step + blur/clip,
-with the `layout.*` settings) with B = 1 layout and with B = `layout.batch_size` layouts (16)
-of `data`'s val split, in
-interleaved rounds (`repeats`, after `warmup` untimed rounds) so both see the same load, and
-reports layouts/s of a full `layout.iterations` inversion. Goal (GPU): B = 16 reaches ≥ 8 ×
+Any detector `load_detector` takes (a DETR, or a project RetinaNet / FCOS / Faster R-CNN /
+Mask R-CNN directory). Times the alternating optimiser's iteration (detector forward + its
+Z-step in `inversion_losses` + I-step + blur/clip, with the `layout.*` settings) with B = 1
+layout and with B = `layout.batch_size` layouts (16) of `data`'s val split, in interleaved
+rounds (`repeats`, after `warmup` untimed rounds) so both see the same load, and reports
+layouts/s of a full `layout.iterations` inversion. Goal (GPU): B = 16 reaches ≥ 8 ×
 the layouts/s of B = 1. On a CPU the ratio is only reported: there batching buys little.
 """
 
@@ -19,9 +20,8 @@ from omegaconf import DictConfig
 from inverse_detr.bench.timing import machine, median
 from inverse_detr.config import ConfigError
 from inverse_detr.data.splits import data_splits
-from inverse_detr.detectors.detr import image_normalization, load_detr
+from inverse_detr.detectors.loading import load_detector
 from inverse_detr.layout.optimize import invert_layouts
-from inverse_detr.layout.regularizers import PixelRange
 from inverse_detr.layout.settings import inversion_settings
 from inverse_detr.layout.targets import read_layouts
 
@@ -32,14 +32,12 @@ BATCH_GOAL = 8.0
 def run_layout_bench(cfg: DictConfig, device: torch.device, warmup: int, repeats: int) -> dict:
     """Seconds per iteration and layouts/s at B = 1 and B = `cfg.layout.batch_size`."""
     if cfg.model.name == "random":
-        raise ConfigError("config=layout needs a trained DETR: model=<directory or hub id>")
-    detr = load_detr(cfg.model.name).to(device)
-    pixels = PixelRange(*image_normalization(cfg.model.name), device)
+        raise ConfigError("config=layout needs a trained detector: model=<directory or hub id>")
+    detector = load_detector(cfg.model.name, device)
     big = cfg.layout.batch_size
     annotations = data_splits(cfg.data)[1].annotations
-    layouts = read_layouts(
-        annotations, big, detr.config.num_labels, detr.config.num_queries
-    ).layouts
+    known = set(detector.categories)
+    layouts = read_layouts(annotations, big, known, detector.max_detections).layouts
     layouts = (layouts * big)[:big]  # a small val split repeats its layouts
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
     settings = replace(inversion_settings(cfg.layout, cfg.seed), iterations=TIMED_ITERATIONS)
@@ -48,7 +46,7 @@ def run_layout_bench(cfg: DictConfig, device: torch.device, warmup: int, repeats
     for round_ in range(warmup + repeats):
         for batch_size in timings:
             result = invert_layouts(
-                detr, layouts[:batch_size], pixels, size, settings, batch_size, progress=False
+                detector, layouts[:batch_size], size, settings, batch_size, progress=False
             )
             if round_ >= warmup:
                 timings[batch_size].append(result.seconds / TIMED_ITERATIONS)

@@ -1,21 +1,25 @@
-"""`python -m inverse_detr.invert_layout [model=<detr>] [layouts=val|<coco json>] [n=16] [--report]`
+"""`python -m inverse_detr.invert_layout [model=<dir>] [layouts=val|<coco json>] [n=16] [--report]`
 
-Generates, for each target layout, an image the detector reads as that layout (alternating
-Z-step matching and I-step SGD on the pixels, see `inverse_detr.layout`), then feeds the
-images to every detector and scores them against the layouts with COCO AP. Writes:
+Generates, for each target layout, an image the detector reads as that layout (alternating the
+detector's own Z-step and I-step SGD on the pixels, see `inverse_detr.layout`), then feeds the
+images to every detector and scores them against the layouts with COCO AP. Any detector: a DETR
+(a save_pretrained directory or a hub id) or a project RetinaNet / FCOS / Faster R-CNN /
+Mask R-CNN directory (detector.json, e.g. checkpoints/shapes-retinanet). Writes:
   targets.json                  the layouts as a COCO instances file of the generated canvases
   <detector>/images/NNNN.png    the image generated for layout N by that detector
   <detector>/detections.json    that detector's detections on its images (COCO results format)
   <detector>/report.png         with --report: target boxes and detections over each image
   transfer.png  metrics.json    the AP matrix (rows: inverted with, columns: tested with)
-Defaults: the shipped shapes detector and 16 layouts of the shapes world's val split. More
-detectors for the matrix: `layout.detectors=[dir_or_hub_id,...]`. Options under `layout.*`
+Defaults: the shipped shapes detector and 16 layouts of the shapes world's val split (objects of
+categories every detector knows, at most as many per layout as each can report). More
+detectors for the matrix: `layout.detectors=[dir_or_hub_id,...]`. The detector's inversion-loss
+terms that drive the image: `layout.loss=all|cls|reg|cls+reg|mask`. Options under `layout.*`
 (see `inverse_detr.config.LayoutConfig`); the canvas is `data.image_size`.
 
-`layout.query=Q [layout.categories=[...]] [layout.seeds=16]` runs single-query visualisation
-instead: per category, `seeds` images maximising query Q's probability of it, then the context
-the detector reports on them. Writes query-Q/<category>/NNNN.png, query-Q/images.png,
-query-Q/context.png and query-Q/context.json.
+`layout.query=Q [layout.categories=[...]] [layout.seeds=16]` (a DETR's queries) runs single-query
+visualisation instead: per category, `seeds` images maximising query Q's probability of it,
+then the context the detector reports on them. Writes query-Q/<category>/NNNN.png,
+query-Q/images.png, query-Q/context.png and query-Q/context.json.
 
 Runs on the GPU when one is present; `trainer.accelerator=cpu` (or `trainer=cpu`) keeps it on
 the CPU, `trainer.accelerator=gpu` insists on the GPU.
@@ -37,53 +41,71 @@ from inverse_detr.cli.device import inference_device
 from inverse_detr.cli.shell import run_command
 from inverse_detr.config import ConfigError, load_config
 from inverse_detr.data.splits import data_splits
-from inverse_detr.detectors.detr import image_normalization, load_detr, local_dir
+from inverse_detr.detectors.detr import local_dir
+from inverse_detr.detectors.interface import Detector, Prediction
+from inverse_detr.detectors.loading import load_detector
 from inverse_detr.layout.context import (
     ContextStats,
     context_statistics,
     named_categories,
+    query_outputs,
     single_query_images,
 )
-from inverse_detr.layout.optimize import InversionResult, InversionSettings, invert_layouts
-from inverse_detr.layout.plots import layout_grid
-from inverse_detr.layout.regularizers import PixelRange
-from inverse_detr.layout.settings import inversion_settings
-from inverse_detr.layout.targets import LayoutSet, read_layouts, write_coco
-from inverse_detr.layout.transfer import (
-    Detections,
-    Detector,
-    TransferMatrix,
-    detect,
-    transfer_matrix,
+from inverse_detr.layout.optimize import (
+    InversionResult,
+    InversionSettings,
+    invert_layouts,
+    module_device,
+    select_terms,
 )
+from inverse_detr.layout.plots import layout_grid
+from inverse_detr.layout.settings import inversion_settings
+from inverse_detr.layout.targets import Layout, LayoutSet, read_layouts, write_coco
+from inverse_detr.layout.transfer import TransferMatrix, transfer_matrix
 
 
 def load_detectors(
     cfg: DictConfig, device: torch.device | str, others: bool = True
-) -> list[Detector]:
-    """The main detector (`model`) first, then (with `others`) `layout.detectors`, under
-    unique short names."""
+) -> dict[str, Detector]:
+    """Short name → detector: the main one (`model`) first, then (with `others`)
+    `layout.detectors`, each under a unique short name (its folder or hub name)."""
     if cfg.model.name == "random":
-        raise ConfigError("invert_layout needs a trained DETR: model=<directory or hub id>")
-    detectors: list[Detector] = []
+        raise ConfigError("invert_layout needs a trained detector: model=<directory or hub id>")
+    detectors: dict[str, Detector] = {}
     for name in [cfg.model.name, *(cfg.layout.detectors if others else [])]:
-        detr = load_detr(name).to(device)
         short = Path(str(name).rstrip("/")).name
-        if short in {d.name for d in detectors}:
+        if short in detectors:
             short = f"{short}-{len(detectors)}"
-        detectors.append(Detector(short, detr, PixelRange(*image_normalization(name), device)))
+        detectors[short] = load_detector(name, device)
     return detectors
 
 
-def layouts_for(cfg: DictConfig, detectors: list[Detector]) -> LayoutSet:
-    """`layout.layouts` read for what every detector can report (its classes and queries)."""
+def layouts_for(cfg: DictConfig, detectors: dict[str, Detector]) -> LayoutSet:
+    """`layout.layouts` read for what every detector can report: the categories all of them
+    know, and no more objects than the fewest detections per image among them."""
     if cfg.layout.layouts == "val":
         annotations = data_splits(cfg.data)[1].annotations
     else:
         annotations = Path(cfg.layout.layouts).expanduser()
-    num_labels = min(d.detr.config.num_labels for d in detectors)
-    max_objects = min(d.detr.config.num_queries for d in detectors)
-    return read_layouts(annotations, cfg.layout.n, num_labels, max_objects)
+    known = set.intersection(*(set(d.categories) for d in detectors.values()))
+    max_objects = min(d.max_detections for d in detectors.values())
+    return read_layouts(annotations, cfg.layout.n, known, max_objects)
+
+
+def check_terms(
+    terms: str, detectors: dict[str, Detector], layout: Layout, size: tuple[int, int]
+) -> None:
+    """`layout.loss` against the terms each detector's `inversion_losses` gives for a layout
+    (one blank (H, W) canvas each, no gradients): a one-line ConfigError before any work."""
+    for name, detector in detectors.items():
+        device = module_device(detector)
+        blank = torch.zeros(1, 3, *size, device=device)
+        with torch.no_grad():
+            losses = detector.inversion_losses(blank, [layout.to(device).targets(size)])
+        try:
+            select_terms(losses, terms)
+        except ValueError as err:
+            raise ConfigError(f"config key 'layout.loss' is {terms!r}: {name}: {err}") from None
 
 
 def invert_layout(cfg: DictConfig, device: torch.device | str = "cpu") -> Path:
@@ -93,21 +115,17 @@ def invert_layout(cfg: DictConfig, device: torch.device | str = "cpu") -> Path:
     layout_set = layouts_for(cfg, detectors)
     print(f"{cfg.layout.layouts}: {layout_set.summary()}", flush=True)
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
+    check_terms(cfg.layout.loss, detectors, layout_set.layouts[0], size)
     settings = inversion_settings(cfg.layout, cfg.seed)
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     write_coco(layout_set.layouts, layout_set.names, size, out / "targets.json")
     results = {}
-    for detector in detectors:
-        results[detector.name] = invert_layouts(
-            detector.detr,
-            layout_set.layouts,
-            detector.pixels,
-            size,
-            settings,
-            cfg.layout.batch_size,
+    for name, detector in detectors.items():
+        results[name] = invert_layouts(
+            detector, layout_set.layouts, size, settings, cfg.layout.batch_size
         )
-        save_images(results[detector.name].images, out / detector.name / "images")
+        save_images(results[name].images, out / name / "images")
     matrix = evaluate_inversions(cfg, detectors, layout_set, results, out)
     write_metrics(cfg, layout_set, size, settings, results, matrix, out / "metrics.json")
     print(matrix.table("ap50"), matrix.table("ap"), f"written to {out}", sep="\n", flush=True)
@@ -117,8 +135,8 @@ def invert_layout(cfg: DictConfig, device: torch.device | str = "cpu") -> Path:
 def visualise_query(cfg: DictConfig, device: torch.device | str = "cpu") -> Path:
     """Single-query visualisation of `layout.query` for each of `layout.categories`, and the
     context the detector reports around it (on `device`); returns the output folder."""
-    (detector,) = load_detectors(cfg, device, others=False)
-    query, names = cfg.layout.query, named_categories(detector.detr)
+    (detector,) = load_detectors(cfg, device, others=False).values()
+    query, names = cfg.layout.query, named_categories(detector)
     _check_query(cfg, detector, names)
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
     settings = inversion_settings(cfg.layout, cfg.seed)
@@ -127,36 +145,46 @@ def visualise_query(cfg: DictConfig, device: torch.device | str = "cpu") -> Path
     for category in list(dict.fromkeys(cfg.layout.categories)) or sorted(names):
         name = names.get(category, f"class_{category}")
         result = single_query_images(
-            detector.detr,
-            query,
-            category,
-            cfg.layout.seeds,
-            detector.pixels,
-            size,
-            settings,
-            cfg.layout.batch_size,
+            detector, query, category, cfg.layout.seeds, size, settings, cfg.layout.batch_size
         )
         save_images(result.images, out / name)
         images[name] = result.images
-        found = detect(detector, result.images, cfg.layout.batch_size)
+        found = query_outputs(detector, result.images, cfg.layout.batch_size)
         stats[name] = context_statistics(found, query, category)
     write_context(images, stats, names, out)
     return out
 
 
 def _check_query(cfg: DictConfig, detector: Detector, names: dict[int, str]) -> None:
-    queries, classes = detector.detr.config.num_queries, detector.detr.config.num_labels
+    """The query and categories of single-query visualisation, as one-line ConfigErrors."""
+    if detector.name != "detr":
+        raise ConfigError(
+            f"config key 'layout.query' is set: single-query visualisation needs a DETR today "
+            f"(model={cfg.model.name} is a {detector.name})"
+        )
+    queries = detector.max_detections  # a DETR: one detection per query
     if not 0 <= cfg.layout.query < queries:
         raise ConfigError(
             f"config key 'layout.query' is {cfg.layout.query}; the detector's queries are "
             f"0-{queries - 1}"
         )
-    bad = [c for c in cfg.layout.categories if not 0 <= c < classes]
+    bad = [c for c in cfg.layout.categories if c not in detector.categories]
     if bad or not (list(cfg.layout.categories) or names):
         raise ConfigError(
-            f"config key 'layout.categories' has {bad or 'nothing'}; the detector's classes are "
-            f"0-{classes - 1}"
+            f"config key 'layout.categories' has {bad or 'nothing'}; the detector's categories "
+            f"are {id_ranges(detector.categories)}"
         )
+
+
+def id_ranges(ids) -> str:
+    """Category ids as runs: [0, 1, 2, 5] → "0-2, 5"."""
+    runs: list[list[int]] = []
+    for i in sorted(ids):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
 
 
 def write_context(
@@ -188,7 +216,7 @@ def write_context(
 
 def evaluate_inversions(
     cfg: DictConfig,
-    detectors: list[Detector],
+    detectors: dict[str, Detector],
     layout_set: LayoutSet,
     results: dict[str, InversionResult],
     out: Path,
@@ -199,12 +227,12 @@ def evaluate_inversions(
     size = tuple(next(iter(inverted.values())).shape[-2:])
     layouts, batch_size = layout_set.layouts, cfg.layout.batch_size
     matrix = transfer_matrix(inverted, detectors, layouts, size, batch_size)
-    for detector in detectors:
-        own = matrix.detections[detector.name, detector.name]
-        write_detections(own, size, out / detector.name / "detections.json")
+    for name in detectors:
+        own = matrix.detections[name, name]
+        write_detections(own, out / name / "detections.json")
         if cfg.layout.report:
-            figure = layout_grid(inverted[detector.name], layouts, layout_set.names, own)
-            figure.savefig(out / detector.name / "report.png", dpi=150)
+            figure = layout_grid(inverted[name], layouts, layout_set.names, own)
+            figure.savefig(out / name / "report.png", dpi=150)
     title = "inverted with (rows) / tested with (columns)"
     matrices = {"AP50": matrix.values("ap50"), "AP": matrix.values("ap")}
     heatmaps(matrices, matrix.columns, title).savefig(out / "transfer.png", dpi=150)
@@ -226,13 +254,14 @@ def save_images(images: torch.Tensor, folder: Path) -> None:
         save_image(image, folder / f"{index:04d}.png")
 
 
-def write_detections(detections: Detections, size: tuple[int, int], path: Path) -> None:
-    """Every query's best class, score and box, in COCO results format (xywh pixels)."""
+def write_detections(predictions: list[Prediction], path: Path) -> None:
+    """Every detection of each image (a DETR: every query's best class), in COCO results
+    format (xywh pixels); image i is layout i."""
     results = []
-    for index, found in enumerate(detections.predictions(size)):
-        xywh = box_convert(found["boxes"], "xyxy", "xywh").tolist()
+    for index, found in enumerate(predictions):
+        xywh = box_convert(found.boxes, "xyxy", "xywh").tolist()
         for label, score, box in zip(
-            found["labels"].tolist(), found["scores"].tolist(), xywh, strict=True
+            found.labels.tolist(), found.scores.tolist(), xywh, strict=True
         ):
             results.append(
                 {

@@ -19,7 +19,6 @@ CHOICES = {
     "trainer.on_nonfinite": ("stop", "skip"),
     "trainer.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
     "logger": ("wandb", "csv", "none"),
-    "layout.loss": ("both", "class", "box"),
 }
 
 
@@ -78,7 +77,17 @@ LAYOUT_BOUNDS = {
 }
 
 
+# the terms a detector's `inversion_losses` can give (detectors/interface.py)
+LOSS_TERMS = ("cls", "reg", "mask")
+
+
 def _check_layout(layout: DictConfig) -> None:
+    terms = layout.loss.split("+")
+    if layout.loss != "all" and (not set(terms) <= set(LOSS_TERMS) or len(set(terms)) < len(terms)):
+        raise ConfigError(
+            f"config key 'layout.loss' is {layout.loss!r}; allowed: all, or terms of "
+            f"{', '.join(LOSS_TERMS)} joined by '+' (e.g. cls+reg)"
+        )
     for key, (bound, inclusive) in LAYOUT_BOUNDS.items():
         value = layout[key]
         if value < bound or (value == bound and not inclusive):

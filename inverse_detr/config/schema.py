@@ -190,9 +190,10 @@ class LayoutConfig:
 
     layouts: str = "val"  # val: the val split of `data` (the shapes world by default) | a COCO JSON
     n: int = 16  # the first n layouts (images with objects, by image id); 0: all
-    batch_size: int = 16  # layouts optimised at once, each with its own matching
+    batch_size: int = 16  # layouts optimised at once, each with its own Z-step
     iterations: int = 1000
-    loss: str = "both"  # both | class | box: the set-loss terms that drive the image
+    # all | cls | reg | cls+reg | mask: the inversion_losses terms that drive the image
+    loss: str = "all"
     lr: float = 1.0  # SGD on normalised pixels
     momentum: float = 0.9
     lr_step: int = 700  # × lr_gamma every lr_step iterations (0: constant)
@@ -206,7 +207,8 @@ class LayoutConfig:
     p_norm_weight: float = 1e-4
     p: float = 6.0
     init_std: float = 0.5  # starting noise, in normalised units
-    detectors: list[str] = field(default_factory=list)  # more DETRs for the transfer matrix
+    # more detectors for the transfer matrix: any (DETR dirs or hub ids, project detector dirs)
+    detectors: list[str] = field(default_factory=list)
     out: str = ""  # empty: <out_dir>/layout-<model folder name>
     report: bool = False  # also <detector>/report.png: target boxes over each image
     # single-query visualisation instead of layouts: query ≥ 0 picks the query to maximise

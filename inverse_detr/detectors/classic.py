@@ -162,6 +162,12 @@ class ClassicDetector:
         self.categories = dict(spec.categories)
         self.mean, self.std = tuple(spec.mean), tuple(spec.std)
 
+    @property
+    def max_detections(self) -> int:
+        """torchvision's `detections_per_img` (the R-CNNs': their RoI heads')."""
+        heads = getattr(self.module, "roi_heads", self.module)
+        return int(heads.detections_per_img)
+
     @torch.no_grad()
     def predict(
         self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None

@@ -38,6 +38,11 @@ class DetrDetector:
         self.mean, self.std = tuple(mean), tuple(std)
         self.categories = categories or detr_categories(detr)
 
+    @property
+    def max_detections(self) -> int:
+        """One detection per query."""
+        return self.module.config.num_queries
+
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)

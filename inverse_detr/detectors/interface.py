@@ -42,11 +42,13 @@ class Detector(Protocol):
 
     name: a short kind ("detr", "retinanet", "fcos", "faster_rcnn", "mask_rcnn");
     categories: category id → name;  mean, std: (3,) its input normalisation;
-    module: the underlying `nn.Module` (for `.to`, parameters, hooks).
+    module: the underlying `nn.Module` (for `.to`, parameters, hooks);
+    max_detections: the most objects one image's detections can hold (DETR: its queries).
     """
 
     name: str
     categories: dict[int, str]
+    max_detections: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     module: nn.Module

@@ -12,50 +12,76 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from transformers import DetrForObjectDetection
+import torch
 
+from inverse_detr.detectors.interface import Detector
 from inverse_detr.layout.optimize import (
     InversionResult,
     InversionSettings,
+    module_device,
     optimize_images,
     query_objective,
 )
-from inverse_detr.layout.regularizers import PixelRange
-from inverse_detr.layout.transfer import Detections
 
 SIDES = ("above", "below", "left", "right")
 PLACEHOLDER = re.compile(r"^(?:class_\d+|LABEL_\d+|N/A)$")  # ids a detector never uses
 
 
-def named_categories(detr: DetrForObjectDetection) -> dict[int, str]:
-    """The detector's categories that have a real name (COCO DETRs call unused ids "N/A")."""
-    return {int(i): n for i, n in detr.config.id2label.items() if not PLACEHOLDER.match(n)}
+def named_categories(detector: Detector) -> dict[int, str]:
+    """The detector's categories that have a real name (not "class_3", "LABEL_3" or "N/A")."""
+    return {c: n for c, n in detector.categories.items() if not PLACEHOLDER.match(n)}
+
+
+@dataclass
+class QueryOutputs:
+    """A query-based detector's (DETR's) raw outputs on N images, on the CPU.
+
+    logits: (N, Q, C + 1) with "no object" last;  boxes: (N, Q, 4) normalised cxcywh
+    """
+
+    logits: torch.Tensor
+    boxes: torch.Tensor
+
+
+@torch.no_grad()
+def query_outputs(detector: Detector, images: torch.Tensor, batch_size: int = 16) -> QueryOutputs:
+    """The detector's per-query logits and boxes on (N, 3, H, W) [0, 1] images, `batch_size`
+    at a time on its device (raw outputs "logits", "pred_boxes": a DETR)."""
+    device = module_device(detector)
+    logits, boxes = [], []
+    for chunk in images.split(batch_size):
+        raw = detector.raw_outputs(chunk.to(device))
+        logits.append(raw["logits"].float().cpu())
+        boxes.append(raw["pred_boxes"].float().cpu())
+    return QueryOutputs(torch.cat(logits), torch.cat(boxes))
 
 
 def single_query_images(
-    detr: DetrForObjectDetection,
+    detector: Detector,
     query: int,
     category: int,
     seeds: int,
-    pixels: PixelRange,
     image_size: tuple[int, int],
     settings: InversionSettings = InversionSettings(),
     batch_size: int = 16,
     progress: bool = True,
 ) -> InversionResult:
-    """`seeds` images, each maximising p(category) of `query` from its own noise and jitter."""
-    num_queries, width = detr.config.num_queries, detr.config.num_labels + 1
+    """`seeds` (3, H, W) images, each maximising p(category) of `query` from its own noise and
+    jitter. The query and category are checked against the detector's per-query logits."""
+    blank = torch.zeros(1, 3, *image_size, device=module_device(detector))
+    with torch.no_grad():
+        _, num_queries, width = detector.raw_outputs(blank)["logits"].shape  # (1, Q, C + 1)
     if not 0 <= query < num_queries:
         raise ValueError(f"query {query} out of range: the detector has {num_queries} queries")
     if not 0 <= category < width - 1:
         raise ValueError(f"category {category} out of range: the detector has {width - 1} classes")
-    objective = query_objective(query, category)
+    objective = query_objective(detector, query, category)
     parts = []
     for start in range(0, seeds, batch_size):
         keys = list(range(start, min(seeds, start + batch_size)))
         label = f"query {query} → category {category}, seeds {keys[0]}-{keys[-1]}"
         parts.append(
-            optimize_images(detr, objective, keys, pixels, image_size, settings, label, progress)
+            optimize_images(detector, objective, keys, image_size, settings, label, progress)
         )
     return InversionResult.concat(parts)
 
@@ -92,27 +118,27 @@ class ContextStats:
 
 
 def context_statistics(
-    detections: Detections, query: int, category: int, threshold: float = 0.5
+    outputs: QueryOutputs, query: int, category: int, threshold: float = 0.5
 ) -> ContextStats:
     """Count the other confident detections around the optimised query's box.
 
-    detections: the detector's outputs on the single-query images.
+    outputs: the detector's per-query outputs on the single-query images (`query_outputs`).
     """
-    probs = detections.logits.float().softmax(-1)[..., :-1]  # (N, Q, C): drop "no object"
+    probs = outputs.logits.float().softmax(-1)[..., :-1]  # (N, Q, C): drop "no object"
     scores, labels = probs.max(-1)  # (N, Q)
     stats = ContextStats(query, category, images=len(scores))
     for n in range(len(scores)):
         if labels[n, query] != category or scores[n, query] <= threshold:
             continue
         stats.found += 1
-        centre = detections.boxes[n, query, :2]  # (cx, cy) of the target object
+        centre = outputs.boxes[n, query, :2]  # (cx, cy) of the target object
         others = (scores[n] > threshold).nonzero().flatten().tolist()
         for q in (q for q in others if q != query):
             cid = int(labels[n, q])
             if cid == category:
                 stats.same += 1
                 continue
-            dx, dy = (detections.boxes[n, q, :2] - centre).tolist()
+            dx, dy = (outputs.boxes[n, q, :2] - centre).tolist()
             stats.counts[cid] += 1
             sides = stats.sides.setdefault(cid, Counter())
             if dy:

@@ -1,10 +1,12 @@
-"""The alternating optimiser: images a frozen DETR reads as a target layout.
+"""The alternating optimiser: images a frozen detector reads as a target layout.
 
-Every iteration runs the detector once on the jittered images; the Z-step matches each
-layout to those outputs (`pseudo_targets`) and the I-step takes one SGD step (momentum, step
-decay) on the normalised pixels toward Z plus the image regularisers; the pixels are then
-blurred when the schedule says so and clipped to the valid range. B layouts go at once, each
-with its own matching, noise, jitter and loss, so an image does not depend on its batch.
+Every iteration runs the detector once on the jittered images through its `inversion_losses`:
+the detector's own Z-step (DETR's Hungarian matching, the dense detectors' assignment, the
+R-CNNs' training pieces) turns each layout into pseudo-targets for its raw outputs, and the
+I-step takes one SGD step (momentum, step decay) on the normalised pixels down the selected
+loss terms plus the image regularisers; the pixels are then blurred when the schedule says so
+and clipped to the valid range. B layouts go at once, each with its own Z-step, noise, jitter
+and loss, so an image does not depend on its batch. Nothing here asks which detector it holds.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DetrForObjectDetection
 
+from inverse_detr.detectors.interface import Detector
 from inverse_detr.layout.regularizers import (
     BlurSchedule,
     PixelRange,
@@ -27,11 +29,10 @@ from inverse_detr.layout.regularizers import (
     total_variation,
 )
 from inverse_detr.layout.targets import Layout
-from inverse_detr.layout.zstep import LossWeights, pseudo_targets, set_loss
 
-# (logits (B, Q, C+1), boxes (B, Q, 4), shifts (B, 2) of the jitter in the normalised box
-# frame, (dx, dy): see `box_shift`) -> (B,) loss
-Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# (images (B, 3, H, W) in [0, 1] after the jitter, shifts (B, 2) of the jitter in the
+# normalised box frame, (dx, dy): see `box_shift`) -> (B,) loss
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,7 @@ class InversionSettings:
     p_norm_weight: float = 1e-4
     p: float = 6.0
     init_std: float = 0.5  # the starting noise, in normalised units
-    terms: str = "both"  # both | class | box: which part of the set loss drives the image
-    weights: LossWeights = field(default_factory=LossWeights)
+    terms: str = "all"  # all | cls | reg | cls+reg | mask: the inversion_losses terms used
     seed: int = 0
 
 
@@ -76,49 +76,73 @@ class InversionResult:
         )
 
 
-def layout_objective(layouts: list[Layout], settings: InversionSettings) -> Objective:
-    """Z-step + set loss toward each layout, its boxes moved with the image's jitter."""
+def select_terms(losses: dict[str, torch.Tensor], terms: str) -> torch.Tensor:
+    """(B,) the sum of the `terms` of `inversion_losses`' {name: (B,)}: "all", or names joined
+    by '+' ("cls", "cls+reg", ...). An unknown name is a ValueError naming the available ones."""
+    names = sorted(losses) if terms == "all" else list(dict.fromkeys(terms.split("+")))
+    unknown = [name for name in names if name not in losses]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown loss term {'+'.join(unknown) or terms!r}; this detector gives "
+            f"{', '.join(sorted(losses))} (or all)"
+        )
+    return torch.stack([losses[name] for name in names]).sum(0)
 
-    def objective(logits: torch.Tensor, boxes: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+
+def layout_objective(
+    detector: Detector,
+    layouts: list[Layout],
+    settings: InversionSettings,
+    image_size: tuple[int, int],
+) -> Objective:
+    """The detector's inversion losses toward each layout, its boxes moved with the image's
+    jitter, summed over `settings.terms`. image_size: (H, W) of the canvas."""
+
+    def objective(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
         moved = [layout.shifted(shift) for layout, shift in zip(layouts, shifts, strict=True)]
-        z = pseudo_targets(logits.detach(), boxes.detach(), moved, settings.weights)
-        return set_loss(logits, boxes, z, settings.terms, settings.weights)
+        targets = [layout.targets(image_size) for layout in moved]
+        return select_terms(detector.inversion_losses(images, targets), settings.terms)
 
     return objective
 
 
-def query_objective(query: int, category: int) -> Objective:
-    """−log p(category) of one query, and nothing else (single-query visualisation)."""
+def query_objective(detector: Detector, query: int, category: int) -> Objective:
+    """−log p(category) of one query, and nothing else (single-query visualisation). Needs a
+    detector whose raw outputs hold per-query "logits" (B, Q, C + 1): a DETR, today."""
 
-    def objective(logits: torch.Tensor, boxes: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    def objective(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+        logits = detector.raw_outputs(images)["logits"]  # (B, Q, C + 1)
         return -logits[:, query].float().log_softmax(-1)[:, category]
 
     return objective
 
 
+def module_device(detector: Detector) -> torch.device:
+    """The device of the detector's parameters."""
+    return next(detector.module.parameters()).device
+
+
 @torch.no_grad()
-def measure_set_loss(
-    detr: DetrForObjectDetection,
+def measure_loss(
+    detector: Detector,
     images: torch.Tensor,
     layouts: list[Layout],
-    pixels: PixelRange,
     settings: InversionSettings = InversionSettings(),
 ) -> torch.Tensor:
-    """(N,) the set loss of [0, 1] images toward their layouts, as the I-step sees it (no jitter).
-
-    images: (N, 3, H, W) in [0, 1] on any device; runs on the detector's.
+    """(N,) the objective of [0, 1] images toward their layouts, as the I-step sees it (no
+    jitter). images: (N, 3, H, W) on any device; runs on the detector's; the result on the CPU.
     """
-    device = next(detr.parameters()).device
-    out = detr(pixel_values=pixels.to(device).normalize(images.to(device)))
-    no_shift = torch.zeros(len(images), 2, device=device)
+    device = module_device(detector)
+    size = (images.shape[-2], images.shape[-1])
     moved = [layout.to(device) for layout in layouts]
-    return layout_objective(moved, settings)(out.logits, out.pred_boxes, no_shift).cpu()
+    no_shift = torch.zeros(len(images), 2, device=device)
+    objective = layout_objective(detector, moved, settings, size)
+    return objective(images.to(device), no_shift).cpu()
 
 
 def invert_layouts(
-    detr: DetrForObjectDetection,
+    detector: Detector,
     layouts: list[Layout],
-    pixels: PixelRange,
     image_size: tuple[int, int],
     settings: InversionSettings = InversionSettings(),
     batch_size: int = 16,
@@ -127,35 +151,36 @@ def invert_layouts(
     """One image per layout, optimised `batch_size` layouts at a time on the detector's device.
 
     Layout i's noise and jitter come from (settings.seed, i): its image is the same whatever
-    the batch size.
+    the batch size. image_size: (H, W); the result's images (N, 3, H, W) in [0, 1].
     """
-    device = next(detr.parameters()).device
+    device = module_device(detector)
     parts = []
     for start in range(0, len(layouts), batch_size):
         batch = [layout.to(device) for layout in layouts[start : start + batch_size]]
         keys = list(range(start, start + len(batch)))
         label = f"layouts {start + 1}-{start + len(batch)}/{len(layouts)}"
-        objective = layout_objective(batch, settings)
+        objective = layout_objective(detector, batch, settings, image_size)
         parts.append(
-            optimize_images(detr, objective, keys, pixels, image_size, settings, label, progress)
+            optimize_images(detector, objective, keys, image_size, settings, label, progress)
         )
     return InversionResult.concat(parts)
 
 
 def optimize_images(
-    detr: DetrForObjectDetection,
+    detector: Detector,
     objective: Objective,
     keys: list[int],
-    pixels: PixelRange,
     image_size: tuple[int, int],
     settings: InversionSettings,
     label: str = "",
     progress: bool = True,
 ) -> InversionResult:
-    """Optimise one image per key (its random stream) to minimise `objective` + regularisers."""
-    device = next(detr.parameters()).device
+    """Optimise one (3, H, W) image per key (its random stream) to minimise `objective` +
+    regularisers, in the detector's normalised space; each iteration the objective sees the
+    jittered images in [0, 1]."""
+    device = module_device(detector)
     started = time.perf_counter()
-    pixels = pixels.to(device)
+    pixels = PixelRange(detector.mean, detector.std, device)
     streams = [torch.Generator().manual_seed(settings.seed * 1_000_003 + key) for key in keys]
     h, w = image_size
     noise = torch.stack([torch.randn(3, h, w, generator=g) for g in streams])  # (B, 3, H, W)
@@ -169,8 +194,8 @@ def optimize_images(
     bar = tqdm(steps, desc=label or "inverting", disable=not progress, leave=False)
     for iteration in bar:
         shifts = _draw_shifts(streams, settings.jitter)  # (B, 2) px, (dy, dx)
-        out = detr(pixel_values=jitter(images, shifts))
-        loss = objective(out.logits, out.pred_boxes, box_shift(shifts, image_size).to(device))
+        seen = pixels.to_pixels(jitter(images, shifts))  # (B, 3, H, W) in [0, 1]
+        loss = objective(seen, box_shift(shifts, image_size).to(device))
         optimizer.zero_grad(set_to_none=True)
         (loss + _penalty(images, settings)).sum().backward()
         optimizer.step()
@@ -180,7 +205,7 @@ def optimize_images(
         if progress and iteration % 50 == 0:
             bar.set_postfix(loss=f"{loss.mean().item():.3f}")
     losses = torch.stack(history).cpu() if history else torch.zeros(0, len(keys))
-    images_01 = pixels.to_pixels(images.detach()).cpu()
+    images_01 = pixels.to_pixels(images.detach()).clamp_(0.0, 1.0).cpu()  # rounding only
     return InversionResult(images_01, losses, time.perf_counter() - started)
 
 

@@ -8,21 +8,22 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from inverse_detr.detectors.interface import Prediction
 from inverse_detr.layout.targets import Layout
-from inverse_detr.layout.transfer import Detections
 
 
 def layout_grid(
     images: torch.Tensor,
     layouts: list[Layout],
     names: dict[int, str],
-    detections: Detections | None = None,
+    predictions: list[Prediction] | None = None,
     threshold: float = 0.5,
     columns: int = 8,
     cell: float = 1.8,
 ) -> Figure:
     """Each generated image with its target boxes (solid white, named) and, given
-    `detections`, the detector's boxes with score > `threshold` (dashed yellow, named).
+    `predictions` (one per image, e.g. `transfer.detect`), the detector's boxes with score >
+    `threshold` (dashed yellow, named).
 
     images: (N, 3, H, W) in [0, 1]; image i was generated for layouts[i].
     """
@@ -32,7 +33,7 @@ def layout_grid(
     fig = Figure(figsize=(cell * cols, cell * rows + 0.3), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     size = tuple(images.shape[-2:])
-    predictions = detections.predictions(size) if detections is not None else [None] * n
+    predictions = predictions if predictions is not None else [None] * n
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i >= n:
@@ -43,12 +44,13 @@ def layout_grid(
             layout.labels.tolist(), layout.pixel_boxes(size).tolist(), strict=True
         ):
             _draw_box(ax, box, names.get(label, str(label)), "white", "-")
-        if predictions[i] is not None:
-            keep = predictions[i]["scores"] > threshold
+        found = predictions[i]
+        if found is not None:
+            keep = found.scores > threshold
             for label, score, box in zip(
-                predictions[i]["labels"][keep].tolist(),
-                predictions[i]["scores"][keep].tolist(),
-                predictions[i]["boxes"][keep].tolist(),
+                found.labels[keep].tolist(),
+                found.scores[keep].tolist(),
+                found.boxes[keep].tolist(),
                 strict=True,
             ):
                 _draw_box(ax, box, f"{names.get(label, label)} {score:.2f}", "yellow", "--")
@@ -64,7 +66,7 @@ def _draw_box(ax, box: list[float], text: str, colour: str, style: str) -> None:
     ax.text(x0 + 1, y0 + 1, text, color=colour, fontsize=5, va="top", clip_on=True)
 
 
-def loss_curves(curves: dict[str, torch.Tensor], ylabel: str = "set loss toward Z") -> Figure:
+def loss_curves(curves: dict[str, torch.Tensor], ylabel: str = "inversion loss toward Z") -> Figure:
     """The mean objective per iteration, one line per run.
 
     curves: name → (T, N) objective of N images over T iterations (`InversionResult.loss`).

@@ -56,7 +56,7 @@ def jitter(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
 
 
 def box_shift(shifts: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-    """(B, 2) `jitter`'s (dy, dx) pixel shifts as (dx, dy) in DETR's normalised box frame."""
+    """(B, 2) `jitter`'s (dy, dx) pixel shifts as (dx, dy) in the layouts' normalised box frame."""
     h, w = image_size
     return shifts.flip(-1).float() / torch.tensor([w, h], dtype=torch.float32)
 

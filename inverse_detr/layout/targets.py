@@ -1,8 +1,8 @@
 """Target layouts: the (category, box) sets a generated image should make a detector report.
 
 Layouts are read from any COCO instances file (the shapes world's val split included) and
-live in DETR's frame: normalised (cx, cy, w, h) boxes of a canvas the size of the detector's
-input, so one layout fits any canvas size.
+live in a canvas-free frame: normalised (cx, cy, w, h) boxes, so one layout fits any canvas
+size; `Layout.targets` gives the pixel targets every detector's `inversion_losses` takes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ MIN_BOX_SIDE = 1.0  # px of the source image: thinner boxes are degenerate
 class Layout:
     """One target layout.
 
-    labels: (N,) long category ids (DETR's class indices);  boxes: (N, 4) normalised cxcywh
+    labels: (N,) long category ids (the dataset's);  boxes: (N, 4) normalised cxcywh
     image_id: where it came from (the COCO image id, or the layout's index)
     """
 
@@ -39,10 +39,6 @@ class Layout:
     def to(self, device: torch.device | str) -> Layout:
         return Layout(self.labels.to(device), self.boxes.to(device), self.image_id)
 
-    def as_hf_labels(self) -> dict[str, torch.Tensor]:
-        """The target entry HF's matcher and loss expect."""
-        return {"class_labels": self.labels, "boxes": self.boxes}
-
     def shifted(self, shift: torch.Tensor) -> Layout:
         """The layout moved by shift: (2,) normalised (dx, dy), e.g. a row of `box_shift`.
         Centres are kept on the canvas; a jittered image wraps round, its boxes do not."""
@@ -55,6 +51,10 @@ class Layout:
         h, w = size
         scale = torch.tensor([w, h, w, h], dtype=self.boxes.dtype, device=self.boxes.device)
         return box_convert(self.boxes, "cxcywh", "xyxy") * scale
+
+    def targets(self, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The detector target of an (H, W) canvas: boxes (N, 4) xyxy pixels, labels (N,)."""
+        return {"boxes": self.pixel_boxes(size), "labels": self.labels}
 
 
 @dataclass
@@ -73,13 +73,17 @@ class LayoutSet:
 
 
 def read_layouts(
-    annotation_file: str | Path, n: int = 0, num_labels: int | None = None, max_objects: int = 0
+    annotation_file: str | Path,
+    n: int = 0,
+    categories: set[int] | None = None,
+    max_objects: int = 0,
 ) -> LayoutSet:
     """The first `n` (0: all) non-empty layouts of a COCO instances file, by image id.
 
-    Crowd regions, degenerate boxes and (given `num_labels`, the detector's real classes)
-    categories the detector cannot name are skipped and counted; so are images left without
-    objects, and objects beyond `max_objects` (0: no limit; a DETR reports at most Q).
+    Crowd regions, degenerate boxes and (given `categories`, the ids the detectors know)
+    objects of other categories are skipped and counted; so are images left without objects,
+    and objects beyond `max_objects` (0: no limit; a detector reports at most
+    `max_detections`, a DETR one object per query).
     """
     path = Path(annotation_file).expanduser()
     coco = read_coco(path)
@@ -89,7 +93,7 @@ def read_layouts(
         if n and len(layouts) == n:
             break
         try:
-            layout = _layout(coco, image_id, num_labels, max_objects, skipped)
+            layout = _layout(coco, image_id, categories, max_objects, skipped)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise DataError(
                 f"{path}: image {image_id}: malformed entry ({_describe(err)})"
@@ -112,7 +116,11 @@ def _describe(err: Exception) -> str:
 
 
 def _layout(
-    coco: COCO, image_id: int, num_labels: int | None, max_objects: int, skipped: Counter
+    coco: COCO,
+    image_id: int,
+    categories: set[int] | None,
+    max_objects: int,
+    skipped: Counter,
 ) -> Layout | None:
     """The objects of `image_id` a detector can be asked for (boxes clipped to the image);
     what is left out is counted in `skipped` by reason. None when nothing is left."""
@@ -129,10 +137,10 @@ def _layout(
             skipped["crowd regions"] += 1
         elif side <= MIN_BOX_SIDE:
             skipped["degenerate boxes"] += 1
-        elif num_labels is not None and not 0 <= ann["category_id"] < num_labels:
+        elif categories is not None and ann["category_id"] not in categories:
             skipped["categories the detector lacks"] += 1
         elif max_objects and len(labels) == max_objects:
-            skipped["objects beyond the query count"] += 1
+            skipped["objects beyond the detections per image"] += 1
         else:
             labels.append(int(ann["category_id"]))
             boxes.append(xyxy)

@@ -10,67 +10,55 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DetrForObjectDetection
 
 from inverse_detr.analysis.metrics import APScores, ap_metric
-from inverse_detr.detectors.detr import detr_predictions
-from inverse_detr.layout.regularizers import PixelRange
+from inverse_detr.detectors.interface import Detector, Prediction
+from inverse_detr.layout.optimize import module_device
 from inverse_detr.layout.targets import Layout
 
 
-@dataclass
-class Detector:
-    """A frozen DETR under a short name, with its input normalisation."""
-
-    name: str
-    detr: DetrForObjectDetection
-    pixels: PixelRange
-
-
-@dataclass
-class Detections:
-    """A detector's raw outputs on N images: logits (N, Q, C + 1), boxes (N, Q, 4) cxcywh."""
-
-    logits: torch.Tensor
-    boxes: torch.Tensor
-
-    def predictions(self, size: tuple[int, int]) -> list[dict[str, torch.Tensor]]:
-        """Per image, every query's best real class and score, boxes in xyxy pixels."""
-        return detr_predictions(self.logits, self.boxes, [size] * len(self.logits))
-
-
-@torch.no_grad()
-def detect(detector: Detector, images: torch.Tensor, batch_size: int = 16) -> Detections:
-    """Run `detector` on (N, 3, H, W) [0, 1] images; outputs on the CPU."""
-    device = next(detector.detr.parameters()).device
-    pixels = detector.pixels.to(device)
-    logits, boxes = [], []
+def detect(detector: Detector, images: torch.Tensor, batch_size: int = 16) -> list[Prediction]:
+    """The detector's predictions on (N, 3, H, W) [0, 1] images, `batch_size` at a time on its
+    device; one `Prediction` per image, on the CPU."""
+    device = module_device(detector)
+    found = []
     for chunk in images.split(batch_size):
-        out = detector.detr(pixel_values=pixels.normalize(chunk.to(device)))
-        logits.append(out.logits.float().cpu())
-        boxes.append(out.pred_boxes.float().cpu())
-    return Detections(torch.cat(logits), torch.cat(boxes))
+        found += [_on_cpu(p) for p in detector.predict(chunk.to(device))]
+    return found
+
+
+def _on_cpu(p: Prediction) -> Prediction:
+    masks = p.masks.cpu() if p.masks is not None else None
+    return Prediction(p.boxes.float().cpu(), p.scores.float().cpu(), p.labels.cpu(), masks)
 
 
 def layout_ap(
-    detections: Detections, layouts: list[Layout], size: tuple[int, int], per_category: bool = False
+    predictions: list[Prediction],
+    layouts: list[Layout],
+    size: tuple[int, int],
+    per_category: bool = False,
 ) -> APScores:
-    """COCO box AP of the detections against the layouts, on an (H, W) canvas."""
+    """COCO box AP of one prediction per layout against the layouts, on an (H, W) canvas."""
     metric = ap_metric(per_category)
-    targets = [{"boxes": layout.pixel_boxes(size), "labels": layout.labels} for layout in layouts]
-    metric.update(detections.predictions(size), targets)
+    targets = [layout.targets(size) for layout in layouts]
+    metric.update([_boxes_only(p) for p in predictions], targets)
     return APScores.from_metric(metric.compute())
+
+
+def _boxes_only(p: Prediction) -> dict[str, torch.Tensor]:
+    """Box AP: the layouts have no masks, so the metric sees none."""
+    return {"boxes": p.boxes, "scores": p.scores, "labels": p.labels}
 
 
 @dataclass
 class TransferMatrix:
     """AP of images inverted with `rows` (detector names) as read by `columns`; detections:
-    (inverted with, tested with) → the tested detector's outputs on those images."""
+    (inverted with, tested with) → the tested detector's predictions, one per image."""
 
     rows: list[str]
     columns: list[str]
     scores: list[list[APScores]] = field(default_factory=list)
-    detections: dict[tuple[str, str], Detections] = field(default_factory=dict)
+    detections: dict[tuple[str, str], list[Prediction]] = field(default_factory=dict)
 
     def values(self, metric: str = "ap50") -> list[list[float]]:
         return [[getattr(s, metric) for s in row] for row in self.scores]
@@ -92,19 +80,20 @@ class TransferMatrix:
 
 def transfer_matrix(
     inverted: dict[str, torch.Tensor],
-    detectors: list[Detector],
+    detectors: dict[str, Detector],
     layouts: list[Layout],
     size: tuple[int, int],
     batch_size: int = 16,
 ) -> TransferMatrix:
     """AP of every detector on every set of inverted images.
 
-    inverted: inverting detector's name → (N, 3, H, W) [0, 1] images, image i for layout i.
+    inverted: inverting detector's name → (N, 3, H, W) [0, 1] images, image i for layout i;
+    detectors: name → detector, the columns in their order.
     """
-    matrix = TransferMatrix(list(inverted), [d.name for d in detectors])
+    matrix = TransferMatrix(list(inverted), list(detectors))
     for row, images in inverted.items():
-        for d in detectors:
-            matrix.detections[row, d.name] = detect(d, images, batch_size)
-        scores = [layout_ap(matrix.detections[row, d.name], layouts, size) for d in detectors]
+        for column, detector in detectors.items():
+            matrix.detections[row, column] = detect(detector, images, batch_size)
+        scores = [layout_ap(matrix.detections[row, c], layouts, size) for c in detectors]
         matrix.scores.append(scores)
     return matrix

@@ -43,6 +43,9 @@ def test_predictions_have_the_interfaces_format(detector):
     assert isinstance(detector, Detector)
     found = detector.predict(images())
     assert len(found) == 2 and all(len(p.scores) for p in found)
+    # the tiny DETR has 5 queries; the classic detectors keep COCO's 100 detections per image
+    assert detector.max_detections == (5 if detector.name == "detr" else 100)
+    assert all(len(p.scores) <= detector.max_detections for p in found)
     for p in found:
         n = len(p.scores)
         assert p.boxes.shape == (n, 4) and p.boxes.dtype == torch.float32

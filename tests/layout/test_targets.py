@@ -39,7 +39,7 @@ def test_layouts_are_normalised_and_skips_counted(tmp_path):
             ann(2, 9, [5, 5, 10, 10]),  # leaves image 2 empty
         ],
     )
-    found = read_layouts(path, num_labels=7)
+    found = read_layouts(path, categories={1, 2, 3})
     assert len(found.layouts) == 1 and found.names == {1: "circle", 9: "kite"}
     (layout,) = found.layouts
     assert layout.labels.tolist() == [1, 1]
@@ -58,7 +58,7 @@ def test_layouts_are_normalised_and_skips_counted(tmp_path):
 def test_unusable_files_are_one_line_errors(tmp_path):
     path = coco_file(tmp_path, [ann(1, 9, [5, 5, 10, 10])])
     with pytest.raises(DataError, match="no usable layout"):
-        read_layouts(path, num_labels=7)
+        read_layouts(path, categories={1, 2, 3})
     path = coco_file(tmp_path, [ann(1, 1, [0, 0, 5, 5])], with_ids=False)
     with pytest.raises(DataError, match=r"malformed COCO entry \(KeyError: 'id'\)"):
         read_layouts(path)
@@ -71,7 +71,7 @@ def test_unusable_files_are_one_line_errors(tmp_path):
 def test_real_coco_layouts_round_trip_through_a_canvas_file(coco128, tmp_path):
     found = read_layouts(coco128 / "annotations" / "instances_train2017.json", n=10, max_objects=5)
     assert len(found.layouts) == 10 and max(map(len, found.layouts)) <= 5
-    assert found.skipped["objects beyond the query count"] > 0
+    assert found.skipped["objects beyond the detections per image"] > 0
     path = write_coco(found.layouts, found.names, (480, 640), tmp_path / "targets.json")
     again = read_layouts(path)
     for before, after in zip(found.layouts, again.layouts, strict=True):
