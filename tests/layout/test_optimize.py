@@ -46,7 +46,7 @@ def lowered(detector, settings, size=SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     return before, measure_loss(detector, result.images, LAYOUTS, settings)
 
 
-SHIPPED = ("shapes-detr", "shapes-retinanet", "shapes-fcos")
+SHIPPED = ("shapes-detr", "shapes-retinanet", "shapes-fcos")  # the R-CNNs: own settings first
 
 
 @pytest.mark.parametrize("name", SHIPPED)
