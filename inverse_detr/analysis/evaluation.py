@@ -14,7 +14,7 @@ from pycocotools.cocoeval import COCOeval
 from torchmetrics.detection import MeanAveragePrecision
 
 from inverse_detr.analysis.metrics import APScores, ap_metric, detection_targets
-from inverse_detr.detectors.interface import Detector, Prediction
+from inverse_detr.detectors.interface import Detector, Prediction, module_device
 
 # COCO's small / medium / large in pixels² of the image the detector sees, for data that
 # defines no buckets of its own (the shapes world records its own in `info.area_buckets`)
@@ -120,7 +120,7 @@ def evaluate_any(
     `mean`, `std`: (1, 3, 1, 1)); masks are scored when the detector predicts them."""
     from tqdm.auto import tqdm
 
-    device = next(detector.module.parameters()).device
+    device = module_device(detector)
     box, sizes = ap_metric(per_category=True), SizeBuckets(buckets)
     segm = MeanAveragePrecision(iou_type="segm", backend="pycocotools")
     with_masks = False

@@ -42,7 +42,7 @@ from inverse_detr.cli.shell import run_command
 from inverse_detr.config import ConfigError, load_config
 from inverse_detr.data.splits import data_splits
 from inverse_detr.detectors.detr import local_dir
-from inverse_detr.detectors.interface import Detector, Prediction
+from inverse_detr.detectors.interface import Detector, Prediction, module_device
 from inverse_detr.detectors.loading import load_detector
 from inverse_detr.layout.context import (
     ContextStats,
@@ -55,7 +55,6 @@ from inverse_detr.layout.optimize import (
     InversionResult,
     InversionSettings,
     invert_layouts,
-    module_device,
     select_terms,
 )
 from inverse_detr.layout.plots import layout_grid

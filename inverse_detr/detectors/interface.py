@@ -36,6 +36,11 @@ class Prediction:
         return out
 
 
+def module_device(detector: Detector) -> torch.device:
+    """The device of the detector's parameters."""
+    return next(detector.module.parameters()).device
+
+
 @runtime_checkable
 class Detector(Protocol):
     """What every detector offers.

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from inverse_detr.detectors.interface import Detector
+from inverse_detr.detectors.interface import Detector, module_device
 from inverse_detr.layout.optimize import (
     InversionResult,
     InversionSettings,
-    module_device,
     optimize_images,
     query_objective,
 )

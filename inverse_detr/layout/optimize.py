@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from inverse_detr.detectors.interface import Detector
+from inverse_detr.detectors.interface import Detector, module_device
 from inverse_detr.layout.regularizers import (
     BlurSchedule,
     PixelRange,
@@ -115,11 +115,6 @@ def query_objective(detector: Detector, query: int, category: int) -> Objective:
         return -logits[:, query].float().log_softmax(-1)[:, category]
 
     return objective
-
-
-def module_device(detector: Detector) -> torch.device:
-    """The device of the detector's parameters."""
-    return next(detector.module.parameters()).device
 
 
 @torch.no_grad()

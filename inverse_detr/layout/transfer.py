@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from inverse_detr.analysis.metrics import APScores, ap_metric
-from inverse_detr.detectors.interface import Detector, Prediction
-from inverse_detr.layout.optimize import module_device
+from inverse_detr.detectors.interface import Detector, Prediction, module_device
 from inverse_detr.layout.targets import Layout
 
 
