@@ -25,10 +25,11 @@ def _with_crowds(target) -> dict[str, torch.Tensor]:
     return {"boxes": to_pixels(boxes, target.size), "labels": labels, "iscrowd": iscrowd}
 
 
-def ap_metric(per_category: bool = False) -> MeanAveragePrecision:
-    """COCO-protocol box AP (pycocotools backend), optionally per category."""
+def ap_metric(per_category: bool = False, iou_type: str = "bbox") -> MeanAveragePrecision:
+    """COCO-protocol AP (pycocotools backend) of boxes ("bbox") or masks ("segm"), optionally
+    per category."""
     return MeanAveragePrecision(
-        box_format="xyxy", iou_type="bbox", class_metrics=per_category, backend="pycocotools"
+        box_format="xyxy", iou_type=iou_type, class_metrics=per_category, backend="pycocotools"
     )
 
 

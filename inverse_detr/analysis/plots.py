@@ -77,8 +77,14 @@ def layer_curves(curves: dict[str, dict[int, float]], baseline: float | None = N
     return fig
 
 
-def heatmaps(matrices: dict[str, list[list[float]]], labels: list[str], title: str) -> Figure:
-    """One annotated square heatmap per entry (e.g. per stage), on a shared colour scale."""
+def heatmaps(
+    matrices: dict[str, list[list[float]]],
+    labels: list[str],
+    title: str,
+    row_labels: list[str] | None = None,
+) -> Figure:
+    """One annotated heatmap per entry (e.g. per stage), on a shared colour scale: columns
+    `labels`, rows `row_labels` (default: the same, a square matrix)."""
     values = [v for m in matrices.values() for row in m for v in row]
     top = max(values, default=1.0) or 1.0
     size = (3.6 * len(matrices) + 1, 3.8)
@@ -86,7 +92,7 @@ def heatmaps(matrices: dict[str, list[list[float]]], labels: list[str], title: s
     for ax, (name, matrix) in zip(axes[0], matrices.items(), strict=True):
         image = ax.imshow(matrix, vmin=0.0, vmax=top, cmap="viridis")
         ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
-        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_yticks(range(len(matrix)), row_labels or labels, fontsize=7)
         ax.set_title(name, fontsize=9)
         for i, row in enumerate(matrix):
             for j, v in enumerate(row):

@@ -5,8 +5,9 @@ Mask R-CNN directory). Times the alternating optimiser's iteration (detector for
 Z-step in `inversion_losses` + I-step + blur/clip, with the `layout.*` settings) with B = 1
 layout and with B = `layout.batch_size` layouts (16) of `data`'s val split, in interleaved
 rounds (`repeats`, after `warmup` untimed rounds) so both see the same load, and reports
-layouts/s of a full `layout.iterations` inversion. Goal (GPU): B = 16 reaches ≥ 8 ×
-the layouts/s of B = 1. On a CPU the ratio is only reported: there batching buys little.
+layouts/s of a full inversion (the family's tuned iterations, or `layout.iterations`).
+Goal (GPU): B = 16 reaches ≥ 8 × the layouts/s of B = 1. On a CPU the ratio is only reported:
+there batching buys little.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def run_layout_bench(cfg: DictConfig, device: torch.device, warmup: int, repeats
     layouts = read_layouts(annotations, big, known, detector.max_detections).layouts
     layouts = (layouts * big)[:big]  # a small val split repeats its layouts
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
-    settings = replace(inversion_settings(cfg.layout, cfg.seed), iterations=TIMED_ITERATIONS)
+    full = inversion_settings(cfg.layout, cfg.seed, detector.name)
+    settings = replace(full, iterations=TIMED_ITERATIONS)
     print(f"bench layout on {device}: B = 1 and {big} at {size}", flush=True)
     timings: dict[int, list[float]] = {1: [], big: []}
     for round_ in range(warmup + repeats):
@@ -50,7 +52,7 @@ def run_layout_bench(cfg: DictConfig, device: torch.device, warmup: int, repeats
             )
             if round_ >= warmup:
                 timings[batch_size].append(result.seconds / TIMED_ITERATIONS)
-    return layout_report(timings, cfg.layout.iterations, device)
+    return layout_report(timings, full.iterations, device) | {"detector": detector.name}
 
 
 def layout_report(timings: dict[int, list[float]], iterations: int, device: torch.device) -> dict:
@@ -79,7 +81,8 @@ def layout_report(timings: dict[int, list[float]], iterations: int, device: torc
 def print_layout(report: dict) -> None:
     """The report as a Markdown table and the goal's verdict."""
     iterations = report["iterations_per_inversion"]
-    print(f"| B | s / iteration | layouts / s ({iterations} iterations each) |")
+    who = report.get("detector", "")
+    print(f"| {who} B | s / iteration | layouts / s ({iterations} iterations each) |")
     print("| --- | --- | --- |")
     for batch, row in report["rows"].items():
         print(f"| {batch} | {row['seconds_per_iteration']:.4f} | {row['layouts_per_second']:.4f} |")

@@ -90,6 +90,8 @@ def _check_layout(layout: DictConfig) -> None:
         )
     for key, (bound, inclusive) in LAYOUT_BOUNDS.items():
         value = layout[key]
+        if value is None:  # the detector family's tuned value
+            continue
         if value < bound or (value == bound and not inclusive):
             relation = "≥" if inclusive else ">"
             raise ConfigError(f"config key 'layout.{key}' must be {relation} {bound}, got {value}")

@@ -191,29 +191,36 @@ class LayoutConfig:
     layouts: str = "val"  # val: the val split of `data` (the shapes world by default) | a COCO JSON
     n: int = 16  # the first n layouts (images with objects, by image id); 0: all
     batch_size: int = 16  # layouts optimised at once, each with its own Z-step
-    iterations: int = 1000
     # all | cls | reg | cls+reg | mask: the inversion_losses terms that drive the image
     loss: str = "all"
-    lr: float = 1.0  # SGD on normalised pixels
-    momentum: float = 0.9
-    lr_step: int = 700  # × lr_gamma every lr_step iterations (0: constant)
-    lr_gamma: float = 0.3
-    blur_sigma: float = 5.0  # periodic Gaussian blur: start sigma (px; 0: off)
-    blur_decay: float = 0.985  # × per blur
-    blur_every: int = 5  # iterations between blurs (0: off)
-    blur_floor: float = 0.5
-    jitter: int = 4  # px: random shift of up to ± this per axis and iteration (0: off)
-    tv_weight: float = 0.05  # total variation
-    p_norm_weight: float = 1e-4
-    p: float = 6.0
-    init_std: float = 0.5  # starting noise, in normalised units
+    # The optimiser and its regularisers. null: the tuned value of the inverting detector's
+    # family (inverse_detr.layout.settings.TUNED); a value here applies to every detector.
+    iterations: int | None = None
+    lr: float | None = None  # SGD on normalised pixels
+    momentum: float | None = None
+    lr_step: int | None = None  # × lr_gamma every lr_step iterations (0: constant)
+    lr_gamma: float | None = None
+    blur_sigma: float | None = None  # periodic Gaussian blur: start sigma (px; 0: off)
+    blur_decay: float | None = None  # × per blur
+    blur_every: int | None = None  # iterations between blurs (0: off)
+    blur_floor: float | None = None
+    jitter: int | None = None  # px: random shift of up to ± this per axis and iteration (0: off)
+    tv_weight: float | None = None  # total variation
+    p_norm_weight: float | None = None
+    p: float | None = None
+    init_std: float | None = None  # starting noise, in normalised units
     # more detectors for the transfer matrix: any (DETR dirs or hub ids, project detector dirs)
     detectors: list[str] = field(default_factory=list)
     out: str = ""  # empty: <out_dir>/layout-<model folder name>
     report: bool = False  # also <detector>/report.png: target boxes over each image
-    # single-query visualisation instead of layouts: query ≥ 0 picks the query to maximise
-    query: int = -1
+    # single-candidate visualisation instead of layouts: candidate ≥ 0 picks the candidate to
+    # maximise (a DETR's query, an anchor / point index), or level = L | all the candidate at
+    # the canvas centre of pyramid level L, or of every level (the scale study)
+    candidate: int = -1
+    level: str = ""
     categories: list[int] = field(default_factory=list)  # its categories ([]: every named one)
+    # masked texture removal on the first n val images instead, with every detector
+    texture: bool = False
     seeds: int = 16  # images per category
 
 

@@ -17,6 +17,7 @@ from functools import partial
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -28,7 +29,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from inverse_detr.detectors.dense_zstep import dense_inversion_losses
-from inverse_detr.detectors.interface import Prediction
+from inverse_detr.detectors.interface import Candidates, Prediction
 from inverse_detr.detectors.losses import classic_losses
 
 FAMILIES = ("retinanet", "fcos", "faster_rcnn", "mask_rcnn")
@@ -207,6 +208,41 @@ class ClassicDetector:
         if "loss_mask" in parts:
             out["mask"] = parts["loss_mask"]
         return out
+
+    @torch.no_grad()
+    def candidates(self, size: tuple[int, int]) -> Candidates:
+        """The anchors (RetinaNet, the R-CNNs' RPN) or points (FCOS, as its zero-size anchors)
+        of an (H, W) canvas, level by level as the detector orders them."""
+        model = self.module.eval()
+        blank = torch.zeros(1, 3, *size, device=next(model.parameters()).device)
+        image_list, _ = model.transform(list(blank))
+        levels = list(model.backbone(image_list.tensors).values())
+        generator = model.rpn.anchor_generator if hasattr(model, "rpn") else model.anchor_generator
+        boxes = generator(image_list, levels)[0]  # (A, 4)
+        per_location = generator.num_anchors_per_location()[0]
+        counts = torch.tensor([f.shape[-2] * f.shape[-1] * per_location for f in levels])
+        index = torch.repeat_interleave(torch.arange(len(levels)), counts)
+        return Candidates(len(boxes), boxes, index)
+
+    def candidate_log_score(
+        self, images: torch.Tensor, candidate: int, category: int
+    ) -> torch.Tensor:
+        """(B,) log score of `category` at one candidate (see `Detector.candidate_log_score`)."""
+        if self.name in ("retinanet", "fcos"):
+            raw = self._dense(images)[0]
+            score = F.logsigmoid(raw["cls_logits"][:, candidate, category].float())
+            if "bbox_ctrness" in raw:
+                score = (score + F.logsigmoid(raw["bbox_ctrness"][:, candidate, 0].float())) / 2
+            return score
+        model = self.module.eval()
+        image_list, _ = model.transform(list(images))
+        features = model.backbone(image_list.tensors)
+        anchor = model.rpn.anchor_generator(image_list, list(features.values()))[0][candidate]
+        rois = [anchor[None]] * len(images)  # one fixed RoI per image: the anchor's box
+        heads = model.roi_heads
+        pooled = heads.box_roi_pool(features, rois, image_list.image_sizes)
+        logits, _ = heads.box_predictor(heads.box_head(pooled))  # (B, K + 1)
+        return logits.float().log_softmax(-1)[:, category]
 
     def raw_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pre-post-processing outputs in eval mode (see the family functions below)."""

@@ -10,7 +10,7 @@ from transformers import DetrForObjectDetection
 from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
 
 from inverse_detr.detectors.detr import detr_predictions
-from inverse_detr.detectors.interface import Prediction
+from inverse_detr.detectors.interface import Candidates, Prediction
 
 UNNAMED = ("N/A",)  # HF's COCO DETRs name their unused ids so
 
@@ -93,6 +93,19 @@ class DetrDetector:
             "cls": parts["loss_ce"],
             "reg": reg + config.giou_loss_coefficient * parts["loss_giou"],
         }
+
+    def candidates(self, size: tuple[int, int]) -> Candidates:
+        """The queries: no fixed place, no pyramid."""
+        count = self.max_detections
+        return Candidates(count, None, torch.zeros(count, dtype=torch.long))
+
+    def candidate_log_score(
+        self, images: torch.Tensor, candidate: int, category: int
+    ) -> torch.Tensor:
+        """(B,) log p(category) of query `candidate` (softmax over the classes and "no
+        object")."""
+        logits = self.raw_outputs(images)["logits"]  # (B, Q, C + 1)
+        return logits[:, candidate].float().log_softmax(-1)[:, category]
 
     @torch.no_grad()
     def predict(

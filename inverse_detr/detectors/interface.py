@@ -36,9 +36,38 @@ class Prediction:
         return out
 
 
+@dataclass
+class Candidates:
+    """The units a detector reads objects with, on an (H, W) canvas: DETR's queries, the
+    dense detectors' anchors or points, the R-CNNs' anchors (each usable as a fixed RoI).
+
+    count: how many;  boxes: (A, 4) xyxy canvas pixels, or None (queries have no fixed place);
+    levels: (A,) long feature-pyramid level of each (all 0 without a pyramid)
+    """
+
+    count: int
+    boxes: torch.Tensor | None
+    levels: torch.Tensor
+
+
 def module_device(detector: Detector) -> torch.device:
     """The device of the detector's parameters."""
     return next(detector.module.parameters()).device
+
+
+def detect(detector: Detector, images: torch.Tensor, batch_size: int = 16) -> list[Prediction]:
+    """The detector's predictions on (N, 3, H, W) [0, 1] images, `batch_size` at a time on its
+    device; one `Prediction` per image, on the CPU."""
+    device = module_device(detector)
+    found = []
+    for chunk in images.split(batch_size):
+        found += [_on_cpu(p) for p in detector.predict(chunk.to(device))]
+    return found
+
+
+def _on_cpu(p: Prediction) -> Prediction:
+    masks = p.masks.cpu() if p.masks is not None else None
+    return Prediction(p.boxes.float().cpu(), p.scores.float().cpu(), p.labels.cpu(), masks)
 
 
 @runtime_checkable
@@ -78,6 +107,19 @@ class Detector(Protocol):
         "mask" for detectors with masks, when the targets have them) toward the targets after
         the detector's own Z-step (its pseudo-targets for the raw outputs), in eval mode; an
         image's losses never depend on the rest of the batch. targets as for `losses`."""
+        ...
+
+    def candidates(self, size: tuple[int, int]) -> Candidates:
+        """The detector's candidates on an (H, W) canvas (see `Candidates`)."""
+        ...
+
+    def candidate_log_score(
+        self, images: torch.Tensor, candidate: int, category: int
+    ) -> torch.Tensor:
+        """(B,) log of the score candidate `candidate` gives `category` on each image, as
+        post-processing ranks it, differentiable w.r.t. `images` (B, 3, H, W) in [0, 1], in
+        eval mode: DETR log softmax of a query; RetinaNet log σ; FCOS log sqrt(σ(class)·
+        σ(centre-ness)); R-CNNs the RoI head's log softmax on the anchor's box as the RoI."""
         ...
 
     def raw_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -106,17 +106,6 @@ def layout_objective(
     return objective
 
 
-def query_objective(detector: Detector, query: int, category: int) -> Objective:
-    """−log p(category) of one query, and nothing else (single-query visualisation). Needs a
-    detector whose raw outputs hold per-query "logits" (B, Q, C + 1): a DETR, today."""
-
-    def objective(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-        logits = detector.raw_outputs(images)["logits"]  # (B, Q, C + 1)
-        return -logits[:, query].float().log_softmax(-1)[:, category]
-
-    return objective
-
-
 @torch.no_grad()
 def measure_loss(
     detector: Detector,

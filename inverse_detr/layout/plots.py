@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from torchvision.utils import save_image
 
 from inverse_detr.detectors.interface import Prediction
 from inverse_detr.layout.targets import Layout
@@ -81,3 +83,10 @@ def loss_curves(curves: dict[str, torch.Tensor], ylabel: str = "inversion loss t
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def save_images(images: torch.Tensor, folder: Path) -> None:
+    """(N, 3, H, W) [0, 1] images as NNNN.png in `folder` (made when missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        save_image(image, folder / f"{index:04d}.png")

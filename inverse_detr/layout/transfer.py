@@ -12,23 +12,8 @@ from dataclasses import dataclass, field
 import torch
 
 from inverse_detr.analysis.metrics import APScores, ap_metric
-from inverse_detr.detectors.interface import Detector, Prediction, module_device
+from inverse_detr.detectors.interface import Detector, Prediction, detect
 from inverse_detr.layout.targets import Layout
-
-
-def detect(detector: Detector, images: torch.Tensor, batch_size: int = 16) -> list[Prediction]:
-    """The detector's predictions on (N, 3, H, W) [0, 1] images, `batch_size` at a time on its
-    device; one `Prediction` per image, on the CPU."""
-    device = module_device(detector)
-    found = []
-    for chunk in images.split(batch_size):
-        found += [_on_cpu(p) for p in detector.predict(chunk.to(device))]
-    return found
-
-
-def _on_cpu(p: Prediction) -> Prediction:
-    masks = p.masks.cpu() if p.masks is not None else None
-    return Prediction(p.boxes.float().cpu(), p.scores.float().cpu(), p.labels.cpu(), masks)
 
 
 def layout_ap(
@@ -36,23 +21,35 @@ def layout_ap(
     layouts: list[Layout],
     size: tuple[int, int],
     per_category: bool = False,
+    masks: bool = False,
 ) -> APScores:
-    """COCO box AP of one prediction per layout against the layouts, on an (H, W) canvas."""
-    metric = ap_metric(per_category)
+    """COCO AP of one prediction per layout against the layouts, on an (H, W) canvas: of the
+    boxes, or with `masks` of the instance masks (predictions and layouts must have them)."""
+    metric = ap_metric(per_category, "segm" if masks else "bbox")
+    keys = ("masks", "scores", "labels") if masks else ("boxes", "scores", "labels")
     targets = [layout.targets(size) for layout in layouts]
-    metric.update([_boxes_only(p) for p in predictions], targets)
+    metric.update(
+        [{k: v for k, v in p.as_dict().items() if k in keys} for p in predictions],
+        [{k: v.bool() if k == "masks" else v for k, v in t.items() if k in keys} for t in targets],
+    )
     return APScores.from_metric(metric.compute())
 
 
-def _boxes_only(p: Prediction) -> dict[str, torch.Tensor]:
-    """Box AP: the layouts have no masks, so the metric sees none."""
-    return {"boxes": p.boxes, "scores": p.scores, "labels": p.labels}
+def has_masks(predictions: list[Prediction], layouts: list[Layout]) -> bool:
+    """Whether mask AP can be measured: the detector gave masks and every layout has them."""
+    return all(p.masks is not None for p in predictions) and all(
+        layout.masks is not None for layout in layouts
+    )
+
+
+MASK_COLUMN = "{}.mask"  # the mask-AP column of a detector with masks
 
 
 @dataclass
 class TransferMatrix:
-    """AP of images inverted with `rows` (detector names) as read by `columns`; detections:
-    (inverted with, tested with) → the tested detector's predictions, one per image."""
+    """AP of images inverted with `rows` as read by `columns` (detector names; box AP, and
+    for a detector that gives masks also `MASK_COLUMN` mask AP, when the layouts have masks);
+    detections: (inverted with, tested with detector) → its predictions, one per image."""
 
     rows: list[str]
     columns: list[str]
@@ -86,13 +83,18 @@ def transfer_matrix(
 ) -> TransferMatrix:
     """AP of every detector on every set of inverted images.
 
-    inverted: inverting detector's name → (N, 3, H, W) [0, 1] images, image i for layout i;
-    detectors: name → detector, the columns in their order.
+    inverted: row name (the inverting detector's, or a variant) → (N, 3, H, W) [0, 1] images,
+    image i for layout i; detectors: name → detector, the columns in their order (a mask-AP
+    column after each detector with masks).
     """
-    matrix = TransferMatrix(list(inverted), list(detectors))
+    matrix = TransferMatrix(list(inverted), [])
     for row, images in inverted.items():
+        scores = {}
         for column, detector in detectors.items():
-            matrix.detections[row, column] = detect(detector, images, batch_size)
-        scores = [layout_ap(matrix.detections[row, c], layouts, size) for c in detectors]
-        matrix.scores.append(scores)
+            found = matrix.detections[row, column] = detect(detector, images, batch_size)
+            scores[column] = layout_ap(found, layouts, size)
+            if has_masks(found, layouts):
+                scores[MASK_COLUMN.format(column)] = layout_ap(found, layouts, size, masks=True)
+        matrix.columns = list(scores)
+        matrix.scores.append(list(scores.values()))
     return matrix

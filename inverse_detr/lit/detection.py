@@ -7,7 +7,6 @@ import math
 
 import lightning.pytorch as pl
 import torch
-from torchmetrics.detection import MeanAveragePrecision
 
 from inverse_detr.analysis.metrics import APScores, ap_metric, detection_targets
 from inverse_detr.data.batch import Batch
@@ -49,7 +48,7 @@ class DetectionModule(pl.LightningModule):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.val_ap = ap_metric()
-        self.val_mask_ap = MeanAveragePrecision(iou_type="segm", backend="pycocotools")
+        self.val_mask_ap = ap_metric(iou_type="segm")
 
     def images(self, batch: Batch) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1]."""

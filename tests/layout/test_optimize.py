@@ -5,22 +5,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from inverse_detr.detectors.classic import FAMILIES, ClassicDetector, ClassicSpec, build_classic
+from inverse_detr.detectors.classic import FAMILIES
 from inverse_detr.detectors.detr import image_normalization, load_detr
 from inverse_detr.detectors.detr_detector import DetrDetector
 from inverse_detr.detectors.loading import load_detector
-from inverse_detr.layout.context import (
-    QueryOutputs,
-    context_statistics,
-    query_outputs,
-    single_query_images,
-)
 from inverse_detr.layout.optimize import (
     InversionSettings,
     invert_layouts,
     measure_loss,
-    optimize_images,
-    query_objective,
     select_terms,
 )
 from inverse_detr.layout.targets import Layout
@@ -85,14 +77,8 @@ def test_images_do_not_depend_on_the_batch(detr):
     assert not torch.allclose(together.images, other_seed.images, atol=1e-3)
 
 
-def tiny_classic(family: str) -> ClassicDetector:
-    torch.manual_seed(0)
-    spec = ClassicSpec(family, {1: "circle", 2: "square", 3: "triangle"}, image_size=SIZE[0])
-    return ClassicDetector(build_classic(spec).eval().requires_grad_(False), spec)
-
-
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_classic_family_inverts_independently_of_the_batch(family):
+def test_every_classic_family_inverts_independently_of_the_batch(family, tiny_classic):
     detector = tiny_classic(family)
     settings = replace(PLAIN, iterations=3, seed=5)
     start = invert_layouts(detector, LAYOUTS, SIZE, replace(settings, iterations=0), progress=False)
@@ -122,37 +108,3 @@ def test_clipping_holds_under_a_huge_step(detr):
     images = invert_layouts(detr, LAYOUTS[:1], SIZE, settings, progress=False).images
     assert images.min() >= -1e-5 and images.max() <= 1 + 1e-5
     assert images.min() < 1e-3 and images.max() > 1 - 1e-3  # driven to the bounds, held there
-
-
-def test_single_query_raises_its_category(detr):
-    query, category = 2, 17
-    settings = InversionSettings(iterations=15, seed=4)
-    objective = query_objective(detr, query, category)
-    start = optimize_images(
-        detr, objective, [0, 1], SIZE, replace(settings, iterations=0), progress=False
-    )
-    result = single_query_images(detr, query, category, 2, SIZE, settings, progress=False)
-    with torch.no_grad():
-        before, after = objective(start.images, None), objective(result.images, None)
-    assert (after < before).all(), (before, after)
-    found = query_outputs(detr, result.images, batch_size=1)
-    assert found.logits.shape == (2, 5, 92) and found.boxes.shape == (2, 5, 4)
-    with pytest.raises(ValueError, match="query 9 out of range"):
-        single_query_images(detr, 9, category, 1, SIZE, settings, progress=False)
-
-
-def test_context_statistics_count_confident_neighbours_by_side():
-    # 2 images, 4 queries, 3 real classes; the target is query 0 reading class 1
-    logits = torch.full((2, 4, 4), -10.0)
-    logits[0, 0, 1] = logits[0, 1, 0] = logits[0, 2, 2] = logits[0, 3, 1] = 10.0
-    logits[1, 0, 0] = 10.0  # image 1: query 0 reads class 0: target not found, not counted
-    logits[1, 1, 2] = 10.0
-    boxes = torch.tensor([[0.5, 0.5, 0.1, 0.1]]).repeat(2, 4, 1)
-    boxes[0, 1, :2] = torch.tensor([0.2, 0.8])  # class 0: left, below
-    boxes[0, 2, :2] = torch.tensor([0.9, 0.1])  # class 2: right, above
-    boxes[0, 3, :2] = torch.tensor([0.5, 0.2])  # class 1 again: the target's own category
-    stats = context_statistics(QueryOutputs(logits, boxes), query=0, category=1)
-    assert (stats.images, stats.found, stats.same) == (2, 1, 1)
-    assert stats.counts == {0: 1, 2: 1}
-    assert stats.sides[0] == {"left": 1, "below": 1} and stats.sides[2] == {"right": 1, "above": 1}
-    assert stats.as_dict()["sides"]["0"] == {"above": 0, "below": 1, "left": 1, "right": 0}
