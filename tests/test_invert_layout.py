@@ -48,6 +48,13 @@ def test_cli_mask_rcnn_inverts_boxes_only_and_with_masks_and_reads_mask_ap(
     assert terms == ["cls+reg", "all"]
     assert all(0 <= v <= 1 for row in metrics["transfer"]["ap"] for v in row)
     assert "inverting with tiny-mask.boxes (loss terms: cls+reg)" in capsys.readouterr().out
+    # the mask term alone: one row, driven by the layouts' masks
+    out = tmp_path / "mask-only"
+    args = [f"model={model}", *data, "n=2", "layout.iterations=2", "layout.loss=mask"]
+    assert main([*args, f"layout.out={out}"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["transfer"]["rows"] == ["tiny-mask"]
+    assert metrics["inverted_with"]["tiny-mask"]["loss_first"] > 0
 
 
 def test_cli_inverts_two_shapes_layouts_with_a_transfer_matrix(

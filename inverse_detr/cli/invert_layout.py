@@ -123,9 +123,14 @@ def invert_layout(cfg: DictConfig, device: torch.device | str = "cpu") -> Path:
     detectors = load_detectors(cfg, device)
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
     rows = plan_rows(cfg, detectors, size)
-    with_masks = any(row.name != row.detector for row in rows)  # a detector with a mask term
+    with_masks = any(row.masks for row in rows)  # a detector with a mask term uses it
     layout_set = layouts_for(cfg, detectors, size if with_masks else None)
     print(f"{cfg.layout.layouts}: {layout_set.summary()}", flush=True)
+    if cfg.layout.loss == "mask" and layout_set.skipped["layouts without masks"]:
+        raise ConfigError(
+            f"config key 'layout.loss' is 'mask' but {cfg.layout.layouts}: "
+            f"{layout_set.skipped['layouts without masks']} layouts have no masks"
+        )
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     write_coco(layout_set.layouts, layout_set.names, size, out / "targets.json")

@@ -17,12 +17,13 @@ BOXES_ROW = "{}.boxes"  # the boxes-only row of a detector whose losses include 
 
 @dataclass(frozen=True)
 class Row:
-    """One set of inverted images: its name, the detector that inverts, and the settings
-    (their `terms` the loss terms used)."""
+    """One set of inverted images: its name, the detector that inverts, the settings (their
+    `terms` the loss terms used) and whether those include the detector's mask term."""
 
     name: str
     detector: str
     settings: InversionSettings
+    masks: bool = False
 
 
 def probe_terms(detector: Detector, size: tuple[int, int]) -> set[str]:
@@ -51,7 +52,7 @@ def matrix_rows(
     """The rows one detector inverts: with `settings.terms`, preceded, when those use the
     detector's "mask" term besides others, by a boxes-only row without it."""
     chosen = sorted(available) if settings.terms == "all" else settings.terms.split("+")
-    rows = [Row(name, detector, settings)]
+    rows = [Row(name, detector, settings, masks="mask" in chosen)]
     boxes = [term for term in chosen if term != "mask"]
     if "mask" in chosen and boxes:
         rows.insert(
