@@ -26,18 +26,22 @@ MAY_IMPORT = {
     "export": {"errors", "config", "data", "detectors", "inverse"},
     "analysis": {"errors", "config", "data", "detectors", "inverse", "export"},
     "layout": {"errors", "config", "data", "detectors", "analysis"},
-    "lit": {"errors", "config", "data", "detectors", "inverse", "export", "analysis", "layout"},
+    "attribution": {"errors", "config", "data", "detectors", "analysis"},
+    "lit": {
+        *("errors", "config", "data", "detectors", "inverse", "export", "analysis", "layout"),
+        "attribution",
+    },
     "bench": {
         *("errors", "config", "data", "detectors", "inverse", "export", "analysis", "layout"),
-        "lit",
+        *("attribution", "lit"),
     },
     "cli": {
         *("errors", "config", "data", "detectors", "inverse", "export", "analysis", "layout"),
-        *("lit", "bench"),
+        *("attribution", "lit", "bench"),
     },
 }
 TOP_LEVEL = {"__init__", "__main__", "config", "errors", "export"}
-COMMAND_SHIMS = {"train", "evaluate", "analyze", "invert_layout"}
+COMMAND_SHIMS = {"train", "evaluate", "analyze", "invert_layout", "attribute"}
 
 
 def module_name(path: Path) -> str:
@@ -149,6 +153,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in
         ("inverse_detr.inverse", ("lightning", "pytorch_lightning", "transformers")),
         ("inverse_detr.analysis", ("lightning", "pytorch_lightning")),
         ("inverse_detr.layout", ("lightning", "pytorch_lightning")),
+        ("inverse_detr.attribution", ("lightning", "pytorch_lightning")),
         ("inverse_detr.data", ("lightning", "pytorch_lightning")),
         ("inverse_detr.detectors", ("lightning", "pytorch_lightning")),
     ],

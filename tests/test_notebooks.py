@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     names = [p.stem for p in NOTEBOOKS]
     assert names == [
         "01_stages",
@@ -21,6 +21,7 @@ def test_the_five_notebooks_exist():
         "03_color_perturbation",
         "04_lambda_tradeoff",
         "05_layout_inversion",
+        "06_attribution",
     ]
 
 

@@ -13,6 +13,10 @@ COMMANDS = {
     "evaluate": ("evaluate", "AP / AP50 / AP75 and AP per category of a detector on a split"),
     "analyze": ("analyze", "stages, cross-layer and colour analyses of a trained inverse chain"),
     "invert_layout": ("invert_layout", "layout inversion: images a detector reads as a layout"),
+    "attribute": (
+        "attribute",
+        "where a detection's class and box evidence lies (Grad-CAM, occlusion)",
+    ),
     "bench": ("bench", "time the training step, its parts and batched layout inversion"),
     "ship": ("ship", "store a trained detector (DETR or classic) for checkpoints/: fp16"),
 }

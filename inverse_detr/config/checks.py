@@ -19,6 +19,7 @@ CHOICES = {
     "trainer.on_nonfinite": ("stop", "skip"),
     "trainer.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
     "logger": ("wandb", "csv", "none"),
+    "attribution.method": ("gradcam", "occlusion", "both"),  # attribution/explain.py METHODS
 }
 
 
@@ -49,6 +50,7 @@ def validate(cfg: DictConfig) -> None:
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must be ≥ 1, got {OmegaConf.select(cfg, key)}")
     _check_layout(cfg.layout)
+    _check_attribution(cfg.attribution)
     if cfg.trainer.checkpoint_every_n_steps < 0:
         raise ConfigError(
             "config key 'trainer.checkpoint_every_n_steps' must be ≥ 0 (0: off), got "
@@ -95,6 +97,27 @@ def _check_layout(layout: DictConfig) -> None:
         if value < bound or (value == bound and not inclusive):
             relation = "≥" if inclusive else ">"
             raise ConfigError(f"config key 'layout.{key}' must be {relation} {bound}, got {value}")
+
+
+# attribution.* keys with a range: (low, low inclusive, high or None)
+ATTRIBUTION_BOUNDS = {
+    "n": (1, True, None),
+    "min_score": (0.0, True, 1.0),
+    "margin": (0, True, None),
+    "window": (1, True, None),
+    "stride": (1, True, None),
+    "band": (0.0, False, None),
+    "top": (0.0, False, 1.0),
+    "figures": (0, True, None),
+}
+
+
+def _check_attribution(attribution: DictConfig) -> None:
+    for key, (low, inclusive, high) in ATTRIBUTION_BOUNDS.items():
+        value = attribution[key]
+        if value < low or (value == low and not inclusive) or (high is not None and value > high):
+            wanted = f"{'≥' if inclusive else '>'} {low}" + (f" and ≤ {high}" if high else "")
+            raise ConfigError(f"config key 'attribution.{key}' must be {wanted}, got {value}")
 
 
 def _check_list(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:

@@ -225,6 +225,26 @@ class LayoutConfig:
 
 
 @dataclass
+class AttributionConfig:
+    """`python -m inverse_detr.attribute`: where a detection's class and box evidence lies."""
+
+    n: int = 16  # detections explained: confident ones matched to a val object, by image id
+    method: str = "both"  # gradcam | occlusion | both
+    min_score: float = 0.5  # detections scoring below are not explained
+    # Grad-CAM's layer, a module name in the detector ("": its backbone's last stage, e.g.
+    # backbone.body.layer3; inverse_detr.attribution.targets.default_layer)
+    layer: str = ""
+    restrict: bool = True  # zero the maps outside the detection's box grown by `margin` px
+    margin: int = 0
+    window: int = 8  # occlusion: the square patch's side, px
+    stride: int = 4  # occlusion: its step, px
+    band: float = 3.0  # px: the boundary band reaches this far on both sides of the mask edge
+    top: float = 0.2  # the share of the box's pixels whose top regions the class/box IoU compares
+    figures: int = 12  # detection figures embedded in report.html (figures/ holds them all)
+    out: str = ""  # empty: <out_dir>/attribution-<model folder name>
+
+
+@dataclass
 class Config:
     seed: int = 0
     out_dir: str = "runs"
@@ -242,3 +262,4 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     layout: LayoutConfig = field(default_factory=LayoutConfig)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)

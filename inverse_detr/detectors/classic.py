@@ -28,8 +28,8 @@ from torchvision.models.detection.rpn import RPNHead, concat_box_prediction_laye
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 
 from inverse_detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from inverse_detr.detectors.dense_zstep import dense_inversion_losses
-from inverse_detr.detectors.interface import Candidates, Prediction
+from inverse_detr.detectors.dense_zstep import decode, dense_inversion_losses
+from inverse_detr.detectors.interface import Candidates, Prediction, softmax_log_odds
 from inverse_detr.detectors.losses import classic_losses
 
 FAMILIES = ("retinanet", "fcos", "faster_rcnn", "mask_rcnn")
@@ -234,6 +234,46 @@ class ClassicDetector:
             if "bbox_ctrness" in raw:
                 score = (score + F.logsigmoid(raw["bbox_ctrness"][:, candidate, 0].float())) / 2
             return score
+        logits, _, _ = self._anchor_roi(images, candidate)
+        return logits.float().log_softmax(-1)[:, category]
+
+    def candidate_log_odds(
+        self, images: torch.Tensor, candidate: int, category: int
+    ) -> torch.Tensor:
+        """(B,) non-saturating log-odds of `category` at one candidate (see
+        `Detector.candidate_log_odds`)."""
+        if self.name in ("retinanet", "fcos"):
+            raw = self._dense(images)[0]
+            odds = raw["cls_logits"][:, candidate, category].float()
+            if "bbox_ctrness" in raw:
+                odds = (odds + raw["bbox_ctrness"][:, candidate, 0].float()) / 2
+            return odds
+        logits, _, _ = self._anchor_roi(images, candidate)
+        return softmax_log_odds(logits.float(), category)
+
+    def candidate_box(
+        self, images: torch.Tensor, candidate: int, category: int | None = None
+    ) -> torch.Tensor:
+        """(B, 4) xyxy pixels one candidate predicts (see `Detector.candidate_box`)."""
+        if self.name in ("retinanet", "fcos"):
+            raw = self._dense(images)[0]
+            codes, anchors = raw["bbox_regression"][:, candidate], raw["anchors"][:, candidate]
+            return decode(self.module, codes.float(), anchors.float())
+        logits, codes, anchor = self._anchor_roi(images, candidate)
+        batch = torch.arange(len(images), device=images.device)
+        if category is None:  # each image's best real class (column 0 is background)
+            chosen = logits[:, 1:].argmax(-1) + 1
+        else:
+            chosen = torch.full_like(batch, category)
+        codes = codes.float().view(len(images), -1, 4)[batch, chosen]  # (B, 4)
+        rois = anchor[None].float().expand(len(images), 4)
+        return self.module.roi_heads.box_coder.decode_single(codes, rois)
+
+    def _anchor_roi(
+        self, images: torch.Tensor, candidate: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """R-CNNs: the RoI head on anchor `candidate`'s box as one fixed RoI per image, in eval
+        mode: class logits (B, K + 1), box regression (B, 4 (K + 1)), the anchor (4,) xyxy."""
         model = self.module.eval()
         image_list, _ = model.transform(list(images))
         features = model.backbone(image_list.tensors)
@@ -241,8 +281,8 @@ class ClassicDetector:
         rois = [anchor[None]] * len(images)  # one fixed RoI per image: the anchor's box
         heads = model.roi_heads
         pooled = heads.box_roi_pool(features, rois, image_list.image_sizes)
-        logits, _ = heads.box_predictor(heads.box_head(pooled))  # (B, K + 1)
-        return logits.float().log_softmax(-1)[:, category]
+        logits, codes = heads.box_predictor(heads.box_head(pooled))
+        return logits, codes, anchor
 
     def raw_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pre-post-processing outputs in eval mode (see the family functions below)."""

@@ -10,7 +10,7 @@ from transformers import DetrForObjectDetection
 from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
 
 from inverse_detr.detectors.detr import detr_predictions
-from inverse_detr.detectors.interface import Candidates, Prediction
+from inverse_detr.detectors.interface import Candidates, Prediction, softmax_log_odds
 
 UNNAMED = ("N/A",)  # HF's COCO DETRs name their unused ids so
 
@@ -106,6 +106,22 @@ class DetrDetector:
         object")."""
         logits = self.raw_outputs(images)["logits"]  # (B, Q, C + 1)
         return logits[:, candidate].float().log_softmax(-1)[:, category]
+
+    def candidate_log_odds(
+        self, images: torch.Tensor, candidate: int, category: int
+    ) -> torch.Tensor:
+        """(B,) log-odds of query `candidate`'s p(category): z_k − logsumexp(z_others)."""
+        return softmax_log_odds(self.raw_outputs(images)["logits"][:, candidate].float(), category)
+
+    def candidate_box(
+        self, images: torch.Tensor, candidate: int, category: int | None = None
+    ) -> torch.Tensor:
+        """(B, 4) xyxy canvas pixels: query `candidate`'s box (`category` is not used: a
+        query has one box for every class)."""
+        h, w = images.shape[-2:]
+        box = self.raw_outputs(images)["pred_boxes"][:, candidate].float()  # (B, 4) cxcywh
+        scale = torch.tensor([w, h, w, h], dtype=box.dtype, device=box.device)
+        return box_convert(box * scale, "cxcywh", "xyxy")
 
     @torch.no_grad()
     def predict(

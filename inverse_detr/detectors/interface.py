@@ -65,6 +65,13 @@ def detect(detector: Detector, images: torch.Tensor, batch_size: int = 16) -> li
     return found
 
 
+def softmax_log_odds(logits: torch.Tensor, category: int) -> torch.Tensor:
+    """(B,) log(p_k / (1 − p_k)) of a softmax over (B, C) logits without saturating (the
+    softmax heads' `candidate_log_odds`): z_k − logsumexp of the other logits."""
+    others = torch.cat([logits[:, :category], logits[:, category + 1 :]], 1)
+    return logits[:, category] - others.logsumexp(1)
+
+
 def _on_cpu(p: Prediction) -> Prediction:
     masks = p.masks.cpu() if p.masks is not None else None
     return Prediction(p.boxes.float().cpu(), p.scores.float().cpu(), p.labels.cpu(), masks)
@@ -120,6 +127,29 @@ class Detector(Protocol):
         post-processing ranks it, differentiable w.r.t. `images` (B, 3, H, W) in [0, 1], in
         eval mode: DETR log softmax of a query; RetinaNet log σ; FCOS log sqrt(σ(class)·
         σ(centre-ness)); R-CNNs the RoI head's log softmax on the anchor's box as the RoI."""
+        ...
+
+    def candidate_log_odds(
+        self, images: torch.Tensor, candidate: int, category: int
+    ) -> torch.Tensor:
+        """(B,) the same evidence as `candidate_log_score` on a scale that does not saturate
+        (the log score's gradient shrinks with 1 − p: to ~10⁻⁴ of this one on the shipped
+        detectors' confident detections, near float32 rounding), straight from the logits,
+        differentiable w.r.t. `images`, in eval mode: softmax heads (DETR, the R-CNNs' RoI
+        head) z_k − logsumexp of the other logits, the log-odds of p(k); RetinaNet the class
+        logit, log(σ / (1 − σ)); FCOS the mean of its class and centre-ness logits (its score
+        is their sigmoids' geometric mean)."""
+        ...
+
+    def candidate_box(
+        self, images: torch.Tensor, candidate: int, category: int | None = None
+    ) -> torch.Tensor:
+        """(B, 4) xyxy canvas pixels: the box candidate `candidate` predicts on each image
+        (B, 3, H, W) in [0, 1], differentiable w.r.t. the images, in eval mode, before any
+        clipping to the canvas: DETR the query's box; RetinaNet, FCOS the box regression
+        decoded at the anchor (point); R-CNNs the RoI head's box regression for `category`
+        (None: the class it scores highest, background aside) decoded on the anchor's box as
+        the RoI. `category` only matters to the R-CNNs' class-specific boxes."""
         ...
 
     def raw_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
