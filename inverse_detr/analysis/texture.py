@@ -15,12 +15,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
-from pycocotools.coco import COCO
-from torchvision.ops import box_convert, box_iou
+from torchvision.ops import box_iou
 
+from inverse_detr.data.annotated import read_annotated
 from inverse_detr.data.coco import read_coco
 from inverse_detr.detectors.interface import Detector, Prediction, detect
 
@@ -76,13 +74,14 @@ def texture_removal(
     changes = []
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
-        loaded = [_image_and_objects(coco, images, i) for i in chunk]
-        original = torch.stack([image for image, _ in loaded])
-        flat = torch.stack([flatten_objects(image, objs["masks"]) for image, objs in loaded])
+        loaded = [read_annotated(coco, images, i) for i in chunk]
+        original = torch.stack([a.image for a in loaded])
+        flat = torch.stack([flatten_objects(a.image, a.masks) for a in loaded])
         before = detect(detector, original, batch_size)
         after = detect(detector, flat, batch_size)
-        for (_, objs), seen, unseen in zip(loaded, before, after, strict=True):
-            for box, label, area in zip(objs["boxes"], objs["labels"], objs["areas"], strict=True):
+        for annotated, seen, unseen in zip(loaded, before, after, strict=True):
+            objects = zip(annotated.boxes, annotated.labels, annotated.areas.tolist(), strict=True)
+            for box, label, area in objects:
                 score_b, iou_b = object_response(seen, box, int(label))
                 score_a, iou_a = object_response(unseen, box, int(label))
                 bucket = next((k for k, (lo, hi) in buckets.items() if lo <= area < hi), "other")
@@ -91,26 +90,6 @@ def texture_removal(
                     ObjectChange(cid, cid in textured, bucket, score_b, score_a, iou_b, iou_a)
                 )
     return changes
-
-
-def _image_and_objects(coco: COCO, folder: Path, image_id: int) -> tuple[torch.Tensor, dict]:
-    """(3, H, W) [0, 1] image and its non-crowd objects: boxes (N, 4) xyxy, labels (N,),
-    areas (N,) visible pixels, masks (N, H, W) bool."""
-    info = coco.imgs[image_id]
-    with Image.open(folder / info["file_name"]) as img:
-        array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    image = torch.from_numpy(array).permute(2, 0, 1)
-    anns = [a for a in coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
-    boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).view(-1, 4)
-    objects = {
-        "boxes": box_convert(boxes, "xywh", "xyxy"),
-        "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.long),
-        "areas": [float(a["area"]) for a in anns],
-        "masks": torch.stack([torch.from_numpy(coco.annToMask(a)).bool() for a in anns])
-        if anns
-        else torch.zeros(0, *image.shape[-2:], dtype=torch.bool),
-    }
-    return image, objects
 
 
 def summarise(changes: list[ObjectChange]) -> dict[str, dict[str, dict[str, float]]]:

@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from pycocotools.coco import COCO
 from torchvision.ops import box_convert, box_iou
 
+from inverse_detr.data.annotated import AnnotatedImage, read_annotated
 from inverse_detr.detectors.dense_zstep import candidate_scores, decode
 from inverse_detr.detectors.interface import Candidates, Detector, Prediction, module_device
 
@@ -41,37 +40,9 @@ class Detection:
     box: torch.Tensor
 
 
-@dataclass
-class Sample:
-    """One annotated image: image (3, H, W) in [0, 1]; its non-crowd objects' boxes (N, 4) xyxy
-    pixels, labels (N,) category ids, masks (N, H, W) bool."""
-
-    image_id: int
-    image: torch.Tensor
-    boxes: torch.Tensor
-    labels: torch.Tensor
-    masks: torch.Tensor
-
-
-def read_sample(coco: COCO, folder: Path, image_id: int) -> Sample:
-    """Image `image_id` of a COCO split (`folder` holds the files) with its objects."""
-    info = coco.imgs[image_id]
-    with Image.open(Path(folder) / info["file_name"]) as img:
-        array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    image = torch.from_numpy(array).permute(2, 0, 1)
-    anns = [a for a in coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
-    boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).view(-1, 4)
-    masks = [torch.from_numpy(coco.annToMask(a)).bool() for a in anns]
-    return Sample(
-        image_id,
-        image,
-        box_convert(boxes, "xywh", "xyxy"),
-        torch.tensor([a["category_id"] for a in anns], dtype=torch.long),
-        torch.stack(masks) if masks else torch.zeros(0, *image.shape[-2:], dtype=torch.bool),
-    )
-
-
-def match_objects(found: Prediction, sample: Sample, min_score: float) -> list[tuple[int, int]]:
+def match_objects(
+    found: Prediction, sample: AnnotatedImage, min_score: float
+) -> list[tuple[int, int]]:
     """(detection index, object index) pairs: detections scoring ≥ `min_score`, best first,
     each matched to the unmatched same-category object it overlaps most (IoU ≥ 0.5)."""
     ious = box_iou(found.boxes.float(), sample.boxes) if len(sample.boxes) else None
@@ -139,12 +110,12 @@ def _best_anchor(detector, images, box, category: int, per_level: int) -> int:
 
 def explainable_detections(
     detector: Detector, coco: COCO, folder: Path, n: int, min_score: float
-) -> Iterator[tuple[Sample, Detection, int]]:
+) -> Iterator[tuple[AnnotatedImage, Detection, int]]:
     """(sample, detection, object index): up to `n` confident detections matched to an object,
     image by image in id order (`match_objects`), each traced to its candidate."""
     given = 0
     for image_id in sorted(coco.imgs):
-        sample = read_sample(coco, folder, image_id)
+        sample = read_annotated(coco, folder, image_id)
         (found,) = detector.predict(sample.image[None].to(module_device(detector)))
         found = Prediction(found.boxes.cpu(), found.scores.cpu(), found.labels.cpu())
         for d, o in match_objects(found, sample, min_score):

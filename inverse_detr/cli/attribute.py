@@ -37,11 +37,12 @@ from inverse_detr.attribution.explain import explain, methods_for
 from inverse_detr.attribution.maps import AttributionSettings, box_region
 from inverse_detr.attribution.metrics import SUMMARY_KEYS, detection_metrics, summarise
 from inverse_detr.attribution.plots import detection_figure, share_bars
-from inverse_detr.attribution.select import Detection, Sample, explainable_detections
+from inverse_detr.attribution.select import Detection, explainable_detections
 from inverse_detr.attribution.targets import default_layer, feature_layer
 from inverse_detr.cli.device import inference_device
 from inverse_detr.cli.shell import run_command
 from inverse_detr.config import ConfigError, given_keys, load_config
+from inverse_detr.data.annotated import AnnotatedImage
 from inverse_detr.data.coco import read_coco
 from inverse_detr.data.splits import data_splits
 from inverse_detr.detectors.detr import local_dir
@@ -89,7 +90,9 @@ def attribute(cfg: DictConfig, device: torch.device | str = "cpu") -> tuple[Path
     return out, rows
 
 
-def describe(detector: Detector, sample: Sample, detection: Detection, textured: set) -> dict:
+def describe(
+    detector: Detector, sample: AnnotatedImage, detection: Detection, textured: set
+) -> dict:
     """The detection's identity as metrics.json records it."""
     return {
         "image_id": sample.image_id,
@@ -105,7 +108,7 @@ def describe(detector: Detector, sample: Sample, detection: Detection, textured:
 def explain_one(
     cfg: DictConfig,
     detector: Detector,
-    sample: Sample,
+    sample: AnnotatedImage,
     detection: Detection,
     index: int,
     about: dict,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import BOX, SIZE
+from synthetic import BOX, SIZE
 
 from inverse_detr.attribution.explain import explain
 from inverse_detr.attribution.maps import AttributionSettings, box_region
