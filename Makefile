@@ -1,8 +1,8 @@
-# Targets: install test lint train bench detectors. PYTHON may point at a virtual environment's python.
+# Targets: install test lint train bench gpu-check detectors. PYTHON may point at a virtual environment's python.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install test lint format train bench detectors
+.PHONY: install test lint format train bench gpu-check detectors
 
 # torch/torchvision first, pinned to the releases these machines carry on disk (a CPU-capable
 # CUDA build); on your own GPU machine any torch>=2.4 with a matching torchvision works.
@@ -26,6 +26,12 @@ train:
 
 bench:
 	$(PYTHON) -m inverse_detr.bench
+
+# On a CUDA machine (≤ 5 min): the coco_r50 bench (bf16+channels_last), the layout bench,
+# a 1-GPU bf16 + compile training smoke run and pytest -m gpu; writes runs/gpu-check.json.
+# Without CUDA it says so and exits 0.
+gpu-check:
+	$(PYTHON) -m inverse_detr.bench.gpu_check $(ARGS)
 
 # The four classic detectors on the planted shapes world: train each (30 min on 2 CPU cores at
 # most; on a GPU machine add ARGS="trainer=gpu"), store it in checkpoints/ (fp16) and re-measure

@@ -16,6 +16,16 @@ from inverse_detr.inverse.spec import ChainSpec
 COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `gpu` are skipped, with the reason, where no CUDA device is available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory) -> Path:
     """The suite never writes into the user's cache: generated worlds go to a temporary

@@ -21,8 +21,12 @@ class SaveRankState(Callback):
     def on_train_end(self, trainer, module) -> None:
         state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        cache = getattr(module, "cache", None)
+        cached = (
+            {s: (c.store.ids(), c.store.hits) for s, c in cache.splits.items()} if cache else {}
+        )
         torch.save(
-            {"state": state, "metrics": metrics, "steps": trainer.global_step},
+            {"state": state, "metrics": metrics, "steps": trainer.global_step, "cached": cached},
             self.out / f"rank{trainer.global_rank}.pt",
         )
 

@@ -25,6 +25,19 @@ MODES = {
 }
 
 
+def two_ranks(tmp_path, overrides: list[str]) -> list[dict]:
+    """Train on 2 gloo ranks through ddp_probe.py; each rank's saved state."""
+    result = subprocess.run(
+        [sys.executable, str(PROBE), str(tmp_path), *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parents[1],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", list(MODES))
 def test_two_ranks_end_with_identical_weights_and_reduced_metrics(mode, tiny_overrides, tmp_path):
@@ -39,18 +52,24 @@ def test_two_ranks_end_with_identical_weights_and_reduced_metrics(mode, tiny_ove
         "trainer.max_epochs=3",
         "trainer.limit_val_batches=1",
     ]
-    result = subprocess.run(
-        [sys.executable, str(PROBE), str(tmp_path), *overrides],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).parents[1],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    ranks = two_ranks(tmp_path, overrides)
     assert ranks[0]["steps"] == ranks[1]["steps"] == 3
     for key, value in ranks[0]["state"].items():
         torch.testing.assert_close(value, ranks[1]["state"][key], msg=key)
     # each rank validated different images; sync_dist makes every rank report the mean
     for key in keys:
         assert ranks[0]["metrics"][key] == pytest.approx(ranks[1]["metrics"][key], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_each_rank_caches_its_own_shard_and_reads_it_in_later_epochs(tiny_overrides, tmp_path):
+    """8 training images, batch 4, 2 ranks: a step per epoch; epochs 2 and 3 read the cache."""
+    overrides = [o for o in tiny_overrides if not o.startswith("trainer.fast_dev_run")]
+    overrides += ["trainer=ddp_cpu", "trainer.max_epochs=3", "trainer.embedding_cache=ram"]
+    ranks = two_ranks(tmp_path, overrides)
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 3
+    for key, value in ranks[0]["state"].items():
+        torch.testing.assert_close(value, ranks[1]["state"][key], msg=key)
+    shards = [set(r["cached"]["train"][0]) for r in ranks]
+    assert len(shards[0]) == len(shards[1]) == 4 and not shards[0] & shards[1]
+    assert [r["cached"]["train"][1] for r in ranks] == [8, 8]  # epochs 2 and 3 read 4 each

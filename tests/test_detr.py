@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from inverse_detr.config import ConfigError, load_config
 from inverse_detr.detectors.detr import (
     DetrLoadError,
     backbone_stride,
@@ -10,6 +11,7 @@ from inverse_detr.detectors.detr import (
     forward_embeddings,
     image_normalization,
     load_detr,
+    random_detr,
 )
 
 
@@ -137,3 +139,19 @@ def test_detection_loss_matches_hf_without_auxiliary_layers(tiny_detr_dir):
         torch.testing.assert_close(
             detection_loss(model, emb, labels), model(pixel_values=pixels, labels=labels).loss
         )
+
+
+def test_a_shortened_backbone_keeps_stride_16_without_its_last_stage():
+    """backbone_stages=3: resnet10t stops after its third stage (the 6 + 6-layer shapes DETR)."""
+    full = random_detr(d_model=32, attention_heads=2, ffn_dim=64, num_queries=5)
+    short = random_detr(
+        dilation=False, backbone_stages=3, d_model=32, attention_heads=2, ffn_dim=64, num_queries=5
+    )
+    assert backbone_stride(short) == backbone_stride(full) == 16
+    count = lambda m: sum(p.numel() for p in m.model.backbone.parameters())  # noqa: E731
+    assert count(short) < count(full) / 3
+    with torch.no_grad():
+        emb = forward_embeddings(short.eval(), torch.randn(1, 3, 64, 64))
+    assert emb.grid == (4, 4) and emb.backbone.shape == (1, 16, 32)
+    with pytest.raises(ConfigError, match="backbone_stages"):
+        load_config(["model.random.backbone_stages=3"])  # dilation is on by default

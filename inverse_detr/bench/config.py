@@ -89,7 +89,8 @@ class Settings:
     repeats: int | None = None
     device: str = "auto"
     out: str = ""  # empty: runs/bench/<config>-<device>.json
-    gpu_peak_tflops: float = 0.0  # 0: looked up from the GPU's name
+    gpu_peak_tflops: float = 0.0  # bf16 TFLOP/s to compare against; 0: the measured rate
+    roofline: bool = True  # measure the matmul roofline at the start (≤ ~10 s)
     threads: int = 0  # torch CPU threads; 0: torch's default
 
 
@@ -110,6 +111,8 @@ def parse_args(argv: list[str]) -> tuple[Settings, list[str]]:
             values[key] = _count(key, value)
         elif key == "gpu_peak_tflops":
             values[key] = _number(key, value)
+        elif key == "roofline":
+            values[key] = _flag(key, value)
         elif key in ("config", "device", "out"):
             values[key] = value
         else:
@@ -125,6 +128,12 @@ def _number(key: str, value: str) -> float:
         return float(value)
     except ValueError:
         raise ConfigError(f"{key}={value}: must be a number") from None
+
+
+def _flag(key: str, value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise ConfigError(f"{key}={value}: must be true or false")
+    return value.lower() == "true"
 
 
 def _count(key: str, value: str) -> int:

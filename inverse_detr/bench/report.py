@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import torch
-
+from inverse_detr.bench.roofline import DTYPES
+from inverse_detr.bench.roofline import describe as describe_roofline
 from inverse_detr.config import ConfigError
 
 FLAGS = ("bf16", "channels_last", "compile")
@@ -15,16 +15,6 @@ GOALS = {
     "step_overhead": ("<=", 1.15),  # (c) / ((a) + Σ(b))
     "data_over_step": (">=", 2.0),  # (e) images/s / (c) images/s
 }
-# dense bf16 tensor-core peaks (vendor data sheets), matched in order against the GPU's name
-GPU_BF16_PEAK_TFLOPS = (
-    ("H100 PCIe", 756.0),
-    ("H100 NVL", 835.0),
-    ("H100", 989.0),
-    ("H200", 989.0),
-    ("A100", 312.0),
-    ("L40S", 362.0),
-    ("L4", 121.0),
-)
 
 
 @dataclass(frozen=True)
@@ -58,7 +48,7 @@ class Row:
     times: list[float] = field(default_factory=list)
     status: str = "ok"  # ok | skipped: why | failed: why
     parts: dict[str, float] = field(default_factory=dict)  # (d): seconds per stage's run
-    flops: float | None = None  # (c): forward + backward FLOPs of one step
+    flops: float | None = None  # forward + backward FLOPs of one step ((c); None: not counted)
 
     @property
     def images_per_s(self) -> float | None:
@@ -99,38 +89,52 @@ def goals_met(ratios: dict[str, dict[str, float | None]]) -> dict[str, dict[str,
     return {v: {k: met(k, x) for k, x in r.items()} for v, r in ratios.items()}
 
 
-def gpu_peak_tflops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in GPU_BF16_PEAK_TFLOPS if key in name), None)
+def reference_rates(roofline: dict | None, bf16_override: float = 0.0) -> dict[str, float | None]:
+    """The matmul rates (TFLOP/s) `achieved` divides by, per dtype name: the measured
+    roofline's (`Roofline.to_json()`, None: not measured), bf16's replaced by `bf16_override`
+    when > 0 (`gpu_peak_tflops=`, e.g. a vendor peak)."""
+    rates = dict(roofline["tflops"]) if roofline else {}
+    if bf16_override > 0:
+        rates["bf16"] = bf16_override
+    return {dtype: rates.get(dtype) for dtype in DTYPES}
 
 
-def achieved(rows: list[Row], device: torch.device, peak: float | None) -> dict[str, dict]:
-    """Per variant: FLOPs per image of step (c), the FLOP rate it reached and, on a GPU, its
-    fraction of the GPU's dense bf16 peak (`peak` TFLOP/s, else looked up by the GPU's name)."""
-    peak = peak or gpu_peak_tflops(device)
-    result = {}
+def achieved(rows: list[Row], reference: dict[str, float | None]) -> dict[str, dict[str, dict]]:
+    """The FLOP rate of every measured row whose FLOPs were counted (`flops` set: step (c),
+    any row added later the same way), against the matmul rates `reference` (TFLOP/s per
+    dtype name, None where not measured: see `reference_rates`). JSON shape:
+    {variant: {row key: {"flops_per_image", "tflops_per_s", "fraction_of_fp32_matmul",
+    "fraction_of_bf16_matmul"}}}, a fraction None where its rate is unknown."""
+    result: dict[str, dict[str, dict]] = {}
     for row in rows:
-        if row.key != "c" or row.status != "ok" or not row.flops:
+        if row.status != "ok" or not row.flops or not row.seconds:
             continue
         rate = row.flops / row.seconds / 1e12
-        result[row.variant] = {
-            "flops_per_image": row.flops / row.batch_size,
-            "tflops_per_s": rate,
-            "gpu_bf16_peak_tflops": peak,
-            "fraction_of_gpu_bf16_peak": rate / peak if peak else None,
-        }
+        entry = {"flops_per_image": row.flops / row.batch_size, "tflops_per_s": rate}
+        for dtype in DTYPES:
+            peak = reference.get(dtype)
+            entry[f"fraction_of_{dtype}_matmul"] = rate / peak if peak else None
+        result.setdefault(row.variant, {})[row.key] = entry
     return result
 
 
 def print_tables(report: dict) -> None:
-    """The rows and the ratios as Markdown tables (BENCHMARKS.md pastes them)."""
+    """The rows, the ratios and the FLOP rates as Markdown tables (BENCHMARKS.md pastes them)."""
     print(f"\n{report['config']} on {_machine_line(report['machine'])}")
-    print(f"batch {report['settings']['batch_size']}; peak memory: {report['memory']}\n")
-    print("| row | variant | s / batch | images/s | peak MB | note |")
+    print(f"batch {report['settings']['batch_size']}; peak memory: {report['memory']}")
+    print(describe_roofline(report.get("roofline")))
+    override = report["settings"].get("gpu_peak_tflops")
+    if override:
+        print(f"bf16 fractions against gpu_peak_tflops={override:g}, not the measured rate")
+    _print_rows(report["rows"])
+    _print_ratios(report["ratios"])
+    _print_flops(report["flops"])
+
+
+def _print_rows(rows: list[dict]) -> None:
+    print("\n| row | variant | s / batch | images/s | peak MB | note |")
     print("| --- | --- | ---: | ---: | ---: | --- |")
-    for r in report["rows"]:
+    for r in rows:
         label = f"({r['key'][0]}) {r['what']}" if r["key"] != "*" else r["what"]
         if r["status"] != "ok":
             print(f"| {label} | {r['variant']} | | | | {r['status']} |")
@@ -139,21 +143,25 @@ def print_tables(report: dict) -> None:
         parts = ", ".join(f"{k} {v:.3g} s" for k, v in r["parts"].items())
         cells = f"{r['seconds']:.4g} | {r['images_per_s']:.3g} | {memory} | {parts}"
         print(f"| {label} | {r['variant']} | {cells} |")
-    print(
-        "\n| variant | (d) / (c) time | (c) / ((a) + Σ(b)) | (e) / (c) images/s "
-        "| TFLOP/s in (c) | of GPU bf16 peak |"
-    )
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    goals = " | ".join(f"goal {op} {x}" for op, x in GOALS.values())
-    print(f"| | {goals} | | |")
-    for variant, ratios in report["ratios"].items():
-        cells = [_ratio(k, ratios[k]) for k in GOALS]
-        flops = report["flops"].get(variant, {})
-        rate = f"{flops['tflops_per_s']:.3g}" if flops else ""
-        fraction = flops.get("fraction_of_gpu_bf16_peak")
-        unknown = "no GPU" if report["machine"]["gpu"] is None else "peak unknown: gpu_peak_tflops="
-        share = f"{fraction:.1%}" if fraction else f"not measured ({unknown})"
-        print(f"| {variant} | {' | '.join(cells)} | {rate} | {share if flops else ''} |")
+
+
+def _print_ratios(ratios: dict[str, dict[str, float | None]]) -> None:
+    print("\n| variant | (d) / (c) time | (c) / ((a) + Σ(b)) | (e) / (c) images/s |")
+    print("| --- | ---: | ---: | ---: |")
+    print(f"| | {' | '.join(f'goal {op} {x}' for op, x in GOALS.values())} |")
+    for variant, values in ratios.items():
+        print(f"| {variant} | {' | '.join(_ratio(k, values[k]) for k in GOALS)} |")
+
+
+def _print_flops(flops: dict[str, dict[str, dict]]) -> None:
+    print("\n| variant | row | GFLOP / image | TFLOP/s | of fp32 matmul | of bf16 matmul |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for variant, by_row in flops.items():
+        for key, f in by_row.items():
+            shares = [f[f"fraction_of_{dtype}_matmul"] for dtype in DTYPES]
+            cells = " | ".join("not measured" if x is None else f"{x:.1%}" for x in shares)
+            rate = f"{f['flops_per_image'] / 1e9:.4g} | {f['tflops_per_s']:.3g}"
+            print(f"| {variant} | ({key}) | {rate} | {cells} |")
 
 
 def _ratio(key: str, value: float | None) -> str:

@@ -39,8 +39,11 @@ from inverse_detr.bench.report import (
     Variant,
     achieved,
     goals_met,
+    reference_rates,
     variant_ratios,
 )
+from inverse_detr.bench.roofline import describe as describe_roofline
+from inverse_detr.bench.roofline import measure_roofline
 from inverse_detr.bench.timing import (
     PeakMemory,
     Probe,
@@ -246,9 +249,13 @@ def variant_rows(cfg, detr, batch: Batch, variant: Variant, settings, device):
 
 
 def run_bench(cfg: DictConfig, settings: Settings) -> dict:
-    """Every row of every variant, printed as measured; returns the JSON report."""
+    """Every row of every variant, printed as measured; returns the JSON report (its
+    "roofline": the matmul rates measured first, on the still quiet device; "flops": each
+    counted row's rate against them, see `report.achieved`)."""
     device = resolve_device(settings.device)
     info = machine(device)
+    roofline = measure_roofline(device).to_json() if settings.roofline else None
+    print(describe_roofline(roofline), flush=True)
     dm = build_datamodule(cfg.data, cfg.model.name)
     batch = first_batch(dm, cfg.data.batch_size)
     detr = build_detr(cfg.model, cfg.seed).to(device)
@@ -267,7 +274,8 @@ def run_bench(cfg: DictConfig, settings: Settings) -> dict:
         "rows": [row.to_json() for row in rows],
         "ratios": ratios,
         "goals": goals_met(ratios),
-        "flops": achieved(rows, device, settings.gpu_peak_tflops or None),
+        "roofline": roofline,
+        "flops": achieved(rows, reference_rates(roofline, settings.gpu_peak_tflops)),
     }
 
 

@@ -14,6 +14,9 @@ CHOICES = {
     "data.shapes.scale": ("narrow", "spread"),  # data/shapes/rules.py SCALE_RULES
     "data.resize": ("fixed", "pad"),
     "data.on_bad_image": ("skip", "error"),
+    "data.augment": ("none", "hflip"),  # data/transforms.py AUGMENTATIONS
+    "trainer.embedding_cache": ("auto", "off", "ram", "disk"),
+    "trainer.embedding_cache_dtype": ("float32", "float16", "bfloat16"),  # inverse/cache.py
     "inverse.backbone_kind": ("conv", "linear"),
     "inverse.schedule": ("none", "cosine"),
     "trainer.on_nonfinite": ("stop", "skip"),
@@ -51,6 +54,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"config key '{key}' must be ≥ 1, got {OmegaConf.select(cfg, key)}")
     _check_layout(cfg.layout)
     _check_attribution(cfg.attribution)
+    _check_random_detr(cfg.model.random)
+    _check_embedding_cache(cfg)
     if cfg.trainer.checkpoint_every_n_steps < 0:
         raise ConfigError(
             "config key 'trainer.checkpoint_every_n_steps' must be ≥ 0 (0: off), got "
@@ -118,6 +123,36 @@ def _check_attribution(attribution: DictConfig) -> None:
         if value < low or (value == low and not inclusive) or (high is not None and value > high):
             wanted = f"{'≥' if inclusive else '>'} {low}" + (f" and ≤ {high}" if high else "")
             raise ConfigError(f"config key 'attribution.{key}' must be {wanted}, got {value}")
+
+
+def _check_embedding_cache(cfg: DictConfig) -> None:
+    """An explicit cache needs frozen targets and the same input every epoch."""
+    mode = cfg.trainer.embedding_cache
+    if mode in ("ram", "disk") and cfg.mode != "inversion":
+        raise ConfigError(
+            f"trainer.embedding_cache={mode} needs mode=inversion (a frozen DETR); in "
+            f"mode={cfg.mode} the detector's outputs change every step: use off"
+        )
+    if mode in ("ram", "disk") and cfg.data.augment != "none":
+        raise ConfigError(
+            f"trainer.embedding_cache={mode} needs a deterministic input pipeline, but "
+            f"data.augment={cfg.data.augment} changes the images at random: use off or "
+            "data.augment=none"
+        )
+    if cfg.trainer.embedding_cache_ram_gb < 0:
+        raise ConfigError(
+            "config key 'trainer.embedding_cache_ram_gb' must be ≥ 0, got "
+            f"{cfg.trainer.embedding_cache_ram_gb}"
+        )
+
+
+def _check_random_detr(random: DictConfig) -> None:
+    if random.backbone_stages < 0 or (random.backbone_stages and random.dilation):
+        raise ConfigError(
+            f"config key 'model.random.backbone_stages' is {random.backbone_stages}; give 0 (all "
+            "stages) or N ≥ 1 with model.random.dilation=false (a shortened backbone has no "
+            "last stage to dilate)"
+        )
 
 
 def _check_list(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:

@@ -21,6 +21,9 @@ ALIASES |= {"ckpt": "analysis.ckpt", "analyses": "analysis.analyses"}
 ALIASES |= {"layouts": "layout.layouts", "n": "layout.n"}
 
 
+YAML_BOOLEAN_WORDS = ("off", "on", "yes", "no", "y", "n")
+
+
 def _schema_error(err: OmegaConfBaseException, source: str) -> ConfigError:
     key = getattr(err, "full_key", None) or "?"
     if isinstance(err, ConfigKeyError):
@@ -73,6 +76,10 @@ def _parse_overrides(overrides: list[str], config_dir: Path):
         elif key in GROUPS:
             groups[key] = value
         else:
+            # YAML 1.1 reads off/on/yes/no as booleans: a string key would get 'False'; quoted,
+            # a string key keeps the word and a bool key still converts it
+            if value.lower() in YAML_BOOLEAN_WORDS:
+                value = f"'{value}'"
             dotlist.append(f"{ALIASES.get(key, key)}={value}")
     return groups, experiment, dotlist
 

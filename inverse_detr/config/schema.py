@@ -35,6 +35,9 @@ class RandomDetrConfig:
 
     backbone: str = "resnet10t"  # any timm ResNet
     dilation: bool = True  # output stride 16 instead of 32
+    # timm stages kept (0: all). Fewer stop the backbone early: resnet10t's first 3 give
+    # stride 16 with a quarter of the weights (no last stage to dilate; set dilation=false)
+    backbone_stages: int = 0
     d_model: int = 128
     encoder_layers: int = 2
     decoder_layers: int = 2
@@ -82,6 +85,7 @@ class DataConfig:
     num_workers: int = 2
     pin_memory: bool = True
     on_bad_image: str = "skip"  # skip (warn + count) | error
+    augment: str = "none"  # none | hflip: flip training images left-right at random (p = 0.5)
     max_train_images: int = 0  # 0: all
     max_val_images: int = 0
 
@@ -132,6 +136,13 @@ class TrainerConfig:
     fast_dev_run: bool = False
     checkpoint_every_n_steps: int = 500  # also write last.ckpt every N optimiser steps; 0: off
     on_nonfinite: str = "stop"  # a NaN/inf stage loss: stop (one-line error) | skip (count it)
+    # mode=inversion: keep the frozen DETR's targets per image after their first forward pass
+    # and reuse them every later epoch (README "Speed"). auto: on for runs of > 1 epoch on a
+    # deterministic pipeline, in RAM when it fits embedding_cache_ram_gb, else on disk
+    embedding_cache: str = "auto"  # auto | off | ram | disk
+    embedding_cache_dir: str = ""  # disk: its folder (empty: <run folder>/embedding_cache)
+    embedding_cache_ram_gb: float = 4.0  # auto: the RAM a cache may take (per process)
+    embedding_cache_dtype: str = "float32"  # float32 (exact) | float16 | bfloat16 storage
 
 
 @dataclass

@@ -14,7 +14,7 @@ import json
 import logging
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +88,17 @@ class Sample:
     pixel_mask: torch.Tensor
     target: Target
 
+    def hflip(self) -> Sample:
+        """The image mirrored left-right inside its real (unpadded) part, boxes and masks too."""
+        t, (_, w) = self.target, self.target.size
+        pixels, masks = self.pixel_values.clone(), t.masks.clone()
+        pixels[..., :w] = pixels[..., :w].flip(-1)
+        masks[..., :w] = masks[..., :w].flip(-1)
+        boxes, crowd = t.boxes.clone(), t.crowd_boxes.clone()
+        boxes[:, 0], crowd[:, 0] = 1.0 - boxes[:, 0], 1.0 - crowd[:, 0]
+        target = replace(t, boxes=boxes, masks=masks, crowd_boxes=crowd)
+        return Sample(pixels, self.pixel_mask, target)
+
 
 @dataclass
 class AnnotationStats:
@@ -133,6 +144,9 @@ def read_coco(annotation_file: Path) -> COCO:
     return coco
 
 
+AUGMENTATIONS = ("none", "hflip")  # random: the same image differs between epochs
+
+
 class CocoDetection(Dataset):
     """Images with boxes, labels and instance masks from a COCO instances file.
 
@@ -148,7 +162,11 @@ class CocoDetection(Dataset):
         on_bad_image: str = "skip",
         max_images: int = 0,
         with_masks: bool = True,
+        augment: str = "none",
     ) -> None:
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+        self.augment = augment
         self.images_dir = Path(images_dir).expanduser()
         if not self.images_dir.is_dir():
             raise DataError(f"image folder not found: {self.images_dir}")
@@ -213,7 +231,11 @@ class CocoDetection(Dataset):
             log.warning("skipping bad image %s: %s", path, str(err).splitlines()[0] or type(err))
             return None
         pixels, pixel_mask, plan = self.transform.image(image)
-        return Sample(pixels, pixel_mask, self._target(image_id, (image.height, image.width), plan))
+        target = self._target(image_id, (image.height, image.width), plan)
+        sample = Sample(pixels, pixel_mask, target)
+        if self.augment == "hflip" and torch.rand(()) < 0.5:  # workers are seeded by Lightning
+            sample = sample.hflip()
+        return sample
 
     def _target(self, image_id: int, size: tuple[int, int], plan) -> Target:
         anns = self.annotations[image_id]

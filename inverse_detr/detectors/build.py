@@ -39,6 +39,7 @@ def build_detr(model: DictConfig, seed: int, frozen: bool = True) -> DetrForObje
         detr = random_detr(
             backbone=spec.backbone,
             dilation=spec.dilation,
+            backbone_stages=spec.backbone_stages,
             d_model=spec.d_model,
             encoder_layers=spec.encoder_layers,
             decoder_layers=spec.decoder_layers,

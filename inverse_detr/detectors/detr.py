@@ -164,6 +164,20 @@ def forward_embeddings(
     )
 
 
+def token_positions(
+    model: DetrForObjectDetection, pixel_mask: torch.Tensor, grid: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `forward_embeddings` gives as `mask` (B, HW) and `spatial_pos` (B, HW, d), from the
+    (B, H, W) pixel mask alone: the token mask and sine position embedding of the (H', W')
+    grid, computed as HF's DETR does (no backbone pass)."""
+    mask = nn.functional.interpolate(pixel_mask[None].float(), size=grid).to(torch.bool)[0]
+    shape = (pixel_mask.shape[0], model.config.d_model, *grid)
+    pos = model.model.position_embedding(
+        shape=shape, device=pixel_mask.device, dtype=torch.float32, mask=mask
+    )
+    return mask.flatten(1), pos.flatten(2).transpose(1, 2)
+
+
 def num_labels_with_no_object(model: DetrForObjectDetection) -> int:
     """C + 1: the width of DETR's class logits."""
     return model.config.num_labels + 1
@@ -187,6 +201,7 @@ def detr_signature(model: DetrForObjectDetection) -> dict[str, int]:
 def random_detr(
     backbone: str = "resnet10t",
     dilation: bool = True,
+    backbone_stages: int = 0,
     d_model: int = 128,
     encoder_layers: int = 2,
     decoder_layers: int = 2,
@@ -198,13 +213,29 @@ def random_detr(
 ) -> DetrForObjectDetection:
     """A DETR with random weights and a timm backbone, built offline (nothing downloaded).
 
-    Seed torch before calling for reproducible weights. Returned trainable, in train mode.
+    `backbone_stages` > 0 keeps only the backbone's first stages (timm `out_indices` 1..N; the
+    encoder reads the last). Seed torch before calling for reproducible weights. Returned
+    trainable, in train mode.
     """
+    if backbone_stages < 0 or (backbone_stages and dilation):
+        raise ValueError(
+            f"backbone_stages={backbone_stages}: give 0 (all stages) or, without dilation, N ≥ 1"
+        )
+    backbone_kwargs = {"use_timm_backbone": True, "backbone": backbone, "dilation": dilation}
+    if backbone_stages:  # HF builds the timm backbone from this config, fully offline
+        backbone_kwargs = {
+            "backbone_config": {
+                "model_type": "timm_backbone",
+                "backbone": backbone,
+                "num_channels": 3,
+                "features_only": True,
+                "use_pretrained_backbone": False,
+                "out_indices": list(range(1, backbone_stages + 1)),
+            }
+        }
     config = DetrConfig(
-        use_timm_backbone=True,
-        backbone=backbone,
         use_pretrained_backbone=False,
-        dilation=dilation,
+        **backbone_kwargs,
         d_model=d_model,
         encoder_layers=encoder_layers,
         decoder_layers=decoder_layers,

@@ -8,14 +8,19 @@ from transformers import DetrForObjectDetection
 
 from inverse_detr.detectors.detr import image_normalization
 from inverse_detr.inverse.spec import ChainSpec, build_chain
+from inverse_detr.lit.cache import EmbeddingCache
 from inverse_detr.lit.inversion import InversionModule
 
 
 def build_inversion_module(
-    cfg: DictConfig, detr: DetrForObjectDetection, spec: ChainSpec, compile: bool | None = None
+    cfg: DictConfig,
+    detr: DetrForObjectDetection,
+    spec: ChainSpec,
+    compile: bool | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> InversionModule:
     """The module `python -m inverse_detr.train` trains (the benchmark times the same one);
-    compile: overrides `cfg.trainer.compile`."""
+    compile: overrides `cfg.trainer.compile`; cache: the run's embedding cache, if any."""
     mean, std = image_normalization(cfg.model.name)
     return InversionModule(
         detr,
@@ -28,4 +33,5 @@ def build_inversion_module(
         compile=cfg.trainer.compile if compile is None else compile,
         on_nonfinite=cfg.trainer.on_nonfinite,
         image_size=tuple(cfg.data.image_size),
+        cache=cache,
     )

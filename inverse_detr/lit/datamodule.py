@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from inverse_detr.data.batch import Batch, collate
 from inverse_detr.data.coco import CocoDetection
+from inverse_detr.data.shards import FixedShardSampler
 from inverse_detr.data.splits import Split, data_splits
 from inverse_detr.data.transforms import DetrTransform
 from inverse_detr.detectors.build import build_transform
@@ -29,6 +30,9 @@ class DetectionDataModule(pl.LightningDataModule):
         max_train_images: int = 0,
         max_val_images: int = 0,
         with_masks: bool = False,
+        augment: str = "none",
+        fixed_shards: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.splits = {"train": train, "val": val}
@@ -39,6 +43,11 @@ class DetectionDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.on_bad_image = on_bad_image
         self.with_masks = with_masks
+        self.augment = augment  # the training split's only
+        # under DDP each rank reads the same shard every epoch (what a per-rank embedding cache
+        # needs); the Trainer must then leave the samplers alone (use_distributed_sampler=False)
+        self.fixed_shards = fixed_shards
+        self.seed = seed
         self.datasets: dict[str, CocoDetection] = {}
 
     def dataset(self, split: str) -> CocoDetection:
@@ -52,6 +61,7 @@ class DetectionDataModule(pl.LightningDataModule):
                 on_bad_image=self.on_bad_image,
                 max_images=self.limits[split],
                 with_masks=self.with_masks,
+                augment=self.augment if split == "train" else "none",
             )
         return self.datasets[split]
 
@@ -61,10 +71,17 @@ class DetectionDataModule(pl.LightningDataModule):
             self.dataset("train")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(split)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        sampler = None
+        if self.fixed_shards and world > 1:
+            rank = self.trainer.global_rank
+            sampler = FixedShardSampler(len(dataset), rank, world, shuffle, self.seed)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
@@ -83,7 +100,11 @@ class DetectionDataModule(pl.LightningDataModule):
 
 
 def build_datamodule(
-    data: DictConfig, model_name: str, with_masks: bool = False
+    data: DictConfig,
+    model_name: str,
+    with_masks: bool = False,
+    fixed_shards: bool = False,
+    seed: int = 0,
 ) -> DetectionDataModule:
     train, val = data_splits(data)
     return DetectionDataModule(
@@ -97,4 +118,7 @@ def build_datamodule(
         max_train_images=data.max_train_images,
         max_val_images=data.max_val_images,
         with_masks=with_masks,
+        augment=data.augment,
+        fixed_shards=fixed_shards,
+        seed=seed,
     )

@@ -21,6 +21,7 @@ from inverse_detr.detectors.detr import forward_embeddings
 from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES, InverseChain
 from inverse_detr.inverse.embeddings import ForwardEmbeddings
 from inverse_detr.inverse.losses import Pixels, stage_loss
+from inverse_detr.lit.cache import SPLITS, EmbeddingCache, shard_ids
 from inverse_detr.lit.guards import NonFiniteGuard, zero_loss
 
 # what picks the best checkpoint: the geometric mean of the trained stages' validation losses.
@@ -53,6 +54,7 @@ class InversionModule(pl.LightningModule):
         compile: bool = False,
         on_nonfinite: str = "stop",
         image_size: tuple[int, int] | None = None,
+        cache: EmbeddingCache | None = None,
     ) -> None:
         super().__init__()
         self.lr = {**DEFAULT_LR, **dict(lr or {})}
@@ -76,6 +78,7 @@ class InversionModule(pl.LightningModule):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.strict_loading = False  # checkpoints omit the frozen DETR
+        self.cache = cache  # the frozen DETR's targets per image (trainer.embedding_cache)
         # stages whose whole chain to pixels is trained here: their images can be scored
         self.image_stages = [s for s in STAGES if set(REQUIRED_MODULES[s]) <= set(self.stages)]
         # per-image scores averaged over images (analysis.metrics: one definition everywhere)
@@ -100,6 +103,18 @@ class InversionModule(pl.LightningModule):
                 getattr(self.chain, name).compile()
             self._compiled = True
 
+    def setup(self, stage: str) -> None:
+        """Open the embedding cache's stores for this rank's images (once per run)."""
+        if self.cache is None or self.cache.splits or self.trainer.datamodule is None:
+            return
+        dm, rank, world = self.trainer.datamodule, self.trainer.global_rank, self.trainer.world_size
+        ids = {s: shard_ids(dm.dataset(s).image_ids, rank, world) for s in SPLITS}
+        self.cache.open(self.detr, self.stages, ids, rank)
+
+    def on_train_epoch_end(self) -> None:
+        if self.cache is not None:
+            self.cache.end_epoch("train")
+
     def on_train_start(self) -> None:
         self.train()  # Lightning keeps modules' own modes; the inverse modules must train
 
@@ -109,8 +124,12 @@ class InversionModule(pl.LightningModule):
             del state[key]
 
     # -- losses ----------------------------------------------------------------------------
-    def embed(self, batch: Batch) -> ForwardEmbeddings:
-        """The frozen forward pass: all stage embeddings, without autograd history."""
+    def embed(self, batch: Batch, split: str | None = None) -> ForwardEmbeddings:
+        """The frozen forward pass: all stage embeddings, without autograd history; read from
+        the embedding cache of `split` when it holds every image of the batch (then only the
+        fields the trained stages read are set)."""
+        if self.cache is not None:
+            return self.cache.embed(self.detr, batch, split)
         with torch.no_grad():
             return forward_embeddings(self.detr, batch.pixel_values, batch.pixel_mask)
 
@@ -128,7 +147,7 @@ class InversionModule(pl.LightningModule):
             self.log("train/skipped_images", float(batch.skipped), reduce_fx="sum", on_epoch=True)
         if len(batch) == 0:
             return zero_loss(self.chain)
-        losses = self.stage_losses(self.embed(batch), batch)
+        losses = self.stage_losses(self.embed(batch, "train"), batch)
         if not self.nonfinite.passes(self, losses):
             return zero_loss(self.chain)
         for stage, loss in losses.items():
@@ -140,7 +159,7 @@ class InversionModule(pl.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         if len(batch) == 0:
             return
-        emb = self.embed(batch)
+        emb = self.embed(batch, "val")
         losses = self.stage_losses(emb, batch)
         for stage, loss in losses.items():
             self.val_stage_mse[stage].update(loss, weight=len(batch))
@@ -154,6 +173,8 @@ class InversionModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """Every rank computes every metric (each compute is a collective under DDP), also a
         rank that saw no image."""
+        if self.cache is not None:
+            self.cache.end_epoch("val")
         means = {stage: m.compute() for stage, m in self.val_stage_mse.items()}
         for stage, mean in means.items():
             self.log(f"val/{stage}/mse", mean)

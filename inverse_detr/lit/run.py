@@ -39,6 +39,7 @@ from inverse_detr.export import export_inverter, load_inverter
 from inverse_detr.inverse.chain import InverseChain
 from inverse_detr.inverse.spec import ChainSpec, build_chain
 from inverse_detr.lit.build import build_inversion_module
+from inverse_detr.lit.cache import EmbeddingCache, cache_wanted
 from inverse_detr.lit.callbacks import AnalysisCallback
 from inverse_detr.lit.checkpointing import (
     check_resumable,
@@ -69,6 +70,7 @@ class Job:
     grid_stages: tuple[str, ...]
     with_masks: bool = False  # the data module decodes instance masks
     check_data: Callable[[object], None] | None = None  # on the training dataset, before fit
+    fixed_shards: bool = False  # DDP ranks keep their shards (a per-rank embedding cache)
 
 
 def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
@@ -78,14 +80,18 @@ def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
         detr_name = "detr"
         _on_rank_zero(detr.save_pretrained, run_dir / "export" / "detr")
     spec = chain_spec(cfg.inverse, detr)
-    module = build_inversion_module(cfg, detr, spec)
+    wanted, why = cache_wanted(cfg)
+    cache = EmbeddingCache.from_config(cfg, run_dir) if wanted else None
+    log.info("embedding cache %s: %s", "on" if wanted else "off", why)
+    module = build_inversion_module(cfg, detr, spec, cache=cache)
     transform = build_transform(cfg.data, cfg.model.name)
 
     def finish(out: Path) -> None:
         export_inverter(module.chain, spec, transform, detr_name, out / "export")
 
     check = partial(check_labels, detr=detr)
-    return Job(module, SELECTION_METRIC, "min", finish, tuple(module.image_stages), False, check)
+    job = Job(module, SELECTION_METRIC, "min", finish, tuple(module.image_stages), False, check)
+    return replace(job, fixed_shards=wanted)
 
 
 def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
@@ -199,7 +205,9 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
     job = jobs[cfg.mode](cfg, run_dir)
     # detection mode normalises with the spec's (ImageNet) statistics, not a DETR's
     data_model = "random" if cfg.mode == "detection" else cfg.model.name
-    datamodule = build_datamodule(cfg.data, data_model, with_masks=job.with_masks)
+    datamodule = build_datamodule(
+        cfg.data, data_model, job.with_masks, fixed_shards=job.fixed_shards, seed=cfg.seed
+    )
     if job.check_data is not None:
         job.check_data(datamodule.dataset("train"))
     resume = _resume_path(cfg, run_dir)
@@ -209,7 +217,9 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
     callbacks = list(callbacks or [])
     if cfg.mode != "detection":  # the analyses need an inverse chain
         callbacks += analysis_callbacks(cfg, run_dir)
-    trainer = build_trainer(cfg, run_dir, callbacks, job.monitor, job.monitor_mode)
+    trainer = build_trainer(
+        cfg, run_dir, callbacks, job.monitor, job.monitor_mode, own_samplers=job.fixed_shards
+    )
     try:
         trainer.fit(job.module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except SIGTERMException:

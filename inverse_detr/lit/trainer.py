@@ -36,7 +36,10 @@ def build_trainer(
     callbacks: list[Callback],
     monitor: str,
     monitor_mode: str = "min",
+    own_samplers: bool = False,
 ) -> pl.Trainer:
+    """own_samplers: the data module brings its distributed samplers (Lightning keeps its
+    hands off them)."""
     t = cfg.trainer
     logger = build_logger(cfg.logger, run_dir, cfg.wandb_project, os.environ[RUN_NAME_ENV])
     checkpoints = ModelCheckpoint(
@@ -74,6 +77,7 @@ def build_trainer(
         plugins=[AtomicCheckpointIO()],
         default_root_dir=run_dir,
         deterministic=False,
+        use_distributed_sampler=not own_samplers,
     )
 
 

@@ -93,6 +93,26 @@ def test_pad_resize_keeps_aspect_and_masks_padding(tmp_path):
     torch.testing.assert_close(sample.target.boxes[0], torch.tensor([12, 9, 20, 10]) / 64)
 
 
+def test_hflip_mirrors_the_real_image_with_its_boxes_and_masks(tmp_path):
+    image = rgb(w=64, h=64)
+    image.paste((0, 0, 255), (0, 0, 8, 64))  # a blue strip on the left edge
+    sample = dataset(write_coco(tmp_path, {"a.png": image}), mode="pad")[0]
+    flipped = sample.hflip()
+    real = sample.pixel_values[:, :, :32]  # pad mode: the real image is the left half
+    assert torch.equal(flipped.pixel_values[:, :, :32], real.flip(-1))
+    assert torch.equal(flipped.pixel_values[:, :, 32:], sample.pixel_values[:, :, 32:])
+    assert torch.equal(flipped.target.masks[..., :32], sample.target.masks[..., :32].flip(-1))
+    cx = sample.target.boxes[0, 0]
+    assert flipped.target.boxes[0, 0] == pytest.approx(1 - cx)
+    assert torch.equal(flipped.hflip().pixel_values, sample.pixel_values)
+
+
+def test_hflip_augmentation_flips_about_half_the_draws(tmp_path):
+    ds = dataset(write_coco(tmp_path, {"a.png": rgb()}), augment="hflip")
+    boxes = {round(float(ds[0].target.boxes[0, 0]), 4) for _ in range(40)}
+    assert boxes == {round(12 / 64, 4), round(1 - 12 / 64, 4)}
+
+
 def test_normalisation_uses_given_statistics(tmp_path):
     root = write_coco(tmp_path, {"a.png": rgb(color=(255, 0, 128))})
     ds = CocoDetection(
