@@ -49,7 +49,7 @@ def report(tmp_path_factory) -> dict:
 def test_tiny_bench_has_every_row_with_sane_values(report):
     keys = {(r["key"], r["variant"]) for r in report["rows"]}
     expected = {("e", "-")} | {
-        (key, v) for v in VARIANTS for key in ("a", *(f"b/{s}" for s in STAGES), "c", "d")
+        (key, v) for v in VARIANTS for key in ("a", *(f"b/{s}" for s in STAGES), "c", "d", "f")
     }
     assert keys == expected
     for row in report["rows"]:
@@ -60,6 +60,13 @@ def test_tiny_bench_has_every_row_with_sane_values(report):
     reference = next(r for r in report["rows"] if r["key"] == "d")
     assert set(reference["parts"]) == set(STAGES)
     assert reference["seconds"] == pytest.approx(sum(reference["parts"].values()))
+    cached = next(r for r in report["rows"] if r["key"] == "f")["cache"]
+    assert cached["fields"] == ["backbone", "encoder", "decoder", "logits", "boxes"]
+    sizes = cached["bytes_per_image"]
+    assert sizes["float32"] == 2 * sizes["float16"] == 2 * sizes["bfloat16"] > 0
+    assert cached["fill_seconds_per_batch"] > 0
+    errors = cached["storage_error"]  # bf16 keeps 8 mantissa bits, fp16 11
+    assert all(0 < errors["float16"][f] < errors["bfloat16"][f] < 1e-2 for f in cached["fields"])
 
 
 def test_ratios_are_computed_from_the_rows(report):
@@ -73,11 +80,18 @@ def test_ratios_are_computed_from_the_rows(report):
         data = rows[("e", "-")]["images_per_s"]
         step = rows[("c", variant)]["images_per_s"]
         assert ratios["data_over_step"] == pytest.approx(data / step)
+        f = rows[("f", variant)]["seconds"]
+        assert ratios["cached_speedup_vs_reference"] == pytest.approx(d / f)
         assert set(report["goals"][variant]) == set(ratios)
     roofline = report["roofline"]["tflops"]
     assert set(report["flops"]) == set(VARIANTS)
     for variant in VARIANTS:
-        assert set(report["flops"][variant]) == {"c"}  # the rows whose FLOPs are counted
+        assert set(report["flops"][variant]) == {"c", "f"}  # the rows whose FLOPs are counted
+        # the cached step skips the frozen forward: fewer FLOPs
+        assert (
+            report["flops"][variant]["f"]["flops_per_image"]
+            < report["flops"][variant]["c"]["flops_per_image"]
+        )
         flops = report["flops"][variant]["c"]
         assert flops["flops_per_image"] > 0 and flops["tflops_per_s"] > 0
         for dtype in ("fp32", "bf16"):
@@ -136,6 +150,7 @@ def test_missing_rows_give_no_ratio_and_no_verdict():
         "speedup_vs_reference": None,
         "step_overhead": None,
         "data_over_step": True,
+        "cached_speedup_vs_reference": None,
     }
 
 

@@ -14,6 +14,7 @@ GOALS = {
     "speedup_vs_reference": (">=", 1.3),  # (d) time / (c) time, same batch
     "step_overhead": ("<=", 1.15),  # (c) / ((a) + Σ(b))
     "data_over_step": (">=", 2.0),  # (e) images/s / (c) images/s
+    "cached_speedup_vs_reference": (">=", 1.5),  # (d) time / (f) time: an epoch after the first
 }
 
 
@@ -49,6 +50,7 @@ class Row:
     status: str = "ok"  # ok | skipped: why | failed: why
     parts: dict[str, float] = field(default_factory=dict)  # (d): seconds per stage's run
     flops: float | None = None  # forward + backward FLOPs of one step ((c); None: not counted)
+    cache: dict | None = None  # (f): the cache's bytes per image, fill time, storage error
 
     @property
     def images_per_s(self) -> float | None:
@@ -68,12 +70,13 @@ class Row:
 def variant_ratios(rows: list[Row], variant: str) -> dict[str, float | None]:
     """The goals' ratios within one variant (None where a row is missing)."""
     ok = {r.key: r for r in rows if r.status == "ok" and r.variant in (variant, "-")}
-    a, c, d, e = (ok.get(k) for k in "acde")
+    a, c, d, e, f = (ok.get(k) for k in "acdef")
     stages = [r.seconds for k, r in ok.items() if k.startswith("b/")]
     return {
         "speedup_vs_reference": d.seconds / c.seconds if c and d else None,
         "step_overhead": c.seconds / (a.seconds + sum(stages)) if a and c and stages else None,
         "data_over_step": e.images_per_s / c.images_per_s if c and e else None,
+        "cached_speedup_vs_reference": d.seconds / f.seconds if d and f else None,
     }
 
 
@@ -128,6 +131,7 @@ def print_tables(report: dict) -> None:
         print(f"bf16 fractions against gpu_peak_tflops={override:g}, not the measured rate")
     _print_rows(report["rows"])
     _print_ratios(report["ratios"])
+    _print_cache(report["rows"])
     _print_flops(report["flops"])
 
 
@@ -145,9 +149,28 @@ def _print_rows(rows: list[dict]) -> None:
         print(f"| {label} | {r['variant']} | {cells} |")
 
 
+def _print_cache(rows: list[dict]) -> None:
+    """Row (f)'s cache: bytes per image by storage dtype, fill time, half-storage error."""
+    cached = [r for r in rows if r.get("cache")]
+    if not cached:
+        return
+    print("\n| variant | KB / image fp32, fp16, bf16 | fill s / image | fp16 error | bf16 error |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for r in cached:
+        c = r["cache"]
+        sizes = ", ".join(f"{c['bytes_per_image'][d] / 1e3:.1f}" for d in c["bytes_per_image"])
+        fill = c["fill_seconds_per_batch"] / c["batch_size"]
+        worst = {d: max(e.values()) for d, e in c["storage_error"].items()}
+        row = f"{sizes} | {fill:.4g} | {worst['float16']:.2e} | {worst['bfloat16']:.2e}"
+        print(f"| {r['variant']} | {row} |")
+    print("(errors: the largest relative RMS error of a stored field, ‖x − half(x)‖ / ‖x‖)")
+
+
 def _print_ratios(ratios: dict[str, dict[str, float | None]]) -> None:
-    print("\n| variant | (d) / (c) time | (c) / ((a) + Σ(b)) | (e) / (c) images/s |")
-    print("| --- | ---: | ---: | ---: |")
+    print(
+        "\n| variant | (d) / (c) time | (c) / ((a) + Σ(b)) | (e) / (c) images/s | (d) / (f) time |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: |")
     print(f"| | {' | '.join(f'goal {op} {x}' for op, x in GOALS.values())} |")
     for variant, values in ratios.items():
         print(f"| {variant} | {' | '.join(_ratio(k, values[k]) for k in GOALS)} |")

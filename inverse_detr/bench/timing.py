@@ -38,6 +38,7 @@ class Probe:
     call: Callable[[], object] | None = None
     times: list[float] = field(default_factory=list)
     peak_mb: float | None = None
+    cache: dict | None = None  # (f): what its embedding cache costs (bench/cached.py)
 
     def record(self, seconds: float | None, mb: float | None) -> None:
         """Keep one timing (None: a warm-up call) and the highest peak memory seen."""

@@ -33,6 +33,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
+from inverse_detr.bench.cached import bench_cache, cache_report, fill, open_for
 from inverse_detr.bench.config import Settings
 from inverse_detr.bench.report import (
     Row,
@@ -82,11 +83,11 @@ def set_memory_format(module: InversionModule, channels_last: bool) -> None:
         module.chain.backbone.to(memory_format=fmt)
 
 
-def build_module(cfg: DictConfig, detr, stages: tuple[str, ...], variant: Variant):
+def build_module(cfg: DictConfig, detr, stages: tuple[str, ...], variant: Variant, cache=None):
     """An `InversionModule` as `python -m inverse_detr.train` builds it, for `stages`."""
     torch.manual_seed(cfg.seed)
     spec = replace(chain_spec(cfg.inverse, detr), stages=stages)
-    module = build_inversion_module(cfg, detr, spec, compile=variant.compile)
+    module = build_inversion_module(cfg, detr, spec, compile=variant.compile, cache=cache)
     set_memory_format(module, variant.channels_last)
     return module
 
@@ -158,10 +159,11 @@ def step_call(module: InversionModule, batch: Batch, variant: Variant, device):
 
 
 def count_step_flops(module, batch: Batch) -> float:
-    """FLOPs of one (c) step's forward and backward passes (the optimiser's are negligible)."""
+    """FLOPs of one (c) or (f) step's forward and backward passes (the optimiser's are
+    negligible; (f) reads its embeddings from the cache)."""
     module.train()
     with FlopCounterMode(display=False) as counter:
-        emb = module.embed(batch)
+        emb = module.embed(batch, "train")
         torch.stack(list(module.stage_losses(emb, batch).values())).sum().backward()
     module.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
@@ -172,6 +174,7 @@ def variant_probes(cfg, detr, batch: Batch, variant: Variant, device) -> tuple[l
     stages = tuple(cfg.inverse.stages)
     modules = {"all": build_module(cfg, detr, stages, variant)}
     modules |= {stage: build_module(cfg, detr, (stage,), variant) for stage in stages}
+    modules["cached"] = build_module(cfg, detr, stages, variant, cache=bench_cache(batch))
     for module in modules.values():
         module.to(device).train()
         module.configure_model()  # compiles when the variant says so, as fit would
@@ -185,7 +188,18 @@ def variant_probes(cfg, detr, batch: Batch, variant: Variant, device) -> tuple[l
     for stage in stages:
         call = step_call(modules[stage], batch, variant, device)
         probes.append(Probe(f"d/{stage}", f"{stage} step, own forward", call))
-    return probes, modules
+    return [*probes, cached_probe(modules["cached"], emb, batch, variant, device)], modules
+
+
+def cached_probe(module: InversionModule, emb, batch: Batch, variant, device) -> Probe:
+    """(f) An all-stage step reading the cache the probe fills first (timed like (d)); the
+    cache's costs go into the probe's `cache` report."""
+    open_for(module, batch)
+    with autocast(device, variant):
+        seconds = fill(module, batch, device)
+    what = "all-stage step, targets from the embedding cache"
+    call = step_call(module, batch, variant, device)
+    return Probe("f", what, call, cache=cache_report(module, emb, batch, seconds))
 
 
 def reference_row(probes: list[Probe], variant: Variant, batch_size: int) -> Row:
@@ -219,6 +233,10 @@ def measure_variant(cfg, detr, batch: Batch, variant: Variant, settings, device)
         row = Row(p.key, p.what, variant.name, median(p.times), size, p.peak_mb, p.times)
         yield replace(row, flops=flops) if p.key == "c" else row
     yield reference_row([p for p in probes if p.key.startswith("d/")], variant, size)
+    f = probes[-1]
+    cached_flops = count_step_flops(modules["cached"], on_device)
+    row = Row("f", f.what, variant.name, median(f.times), size, f.peak_mb, f.times)
+    yield replace(row, flops=cached_flops, cache=f.cache)
 
 
 def skip_reason(variant: Variant, device: torch.device, explicit: bool) -> str | None:
