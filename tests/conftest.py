@@ -99,6 +99,7 @@ def tiny_overrides(shapes_cache, tmp_path) -> list[str]:
         "inverse.backbone_up=[16,8,8,8]",
         "inverse.head_hidden=[32]",
         "trainer.fast_dev_run=true",
+        "trainer.precision=32-true",  # reproducible runs (auto times the step: test_precision.py)
         "analysis.every_n_epochs=0",  # the analysis callbacks have their own tests
     ]
 

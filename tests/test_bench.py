@@ -49,7 +49,7 @@ def report(tmp_path_factory) -> dict:
 def test_tiny_bench_has_every_row_with_sane_values(report):
     keys = {(r["key"], r["variant"]) for r in report["rows"]}
     expected = {("e", "-")} | {
-        (key, v) for v in VARIANTS for key in ("a", *(f"b/{s}" for s in STAGES), "c", "d", "f")
+        (key, v) for v in VARIANTS for key in ("a", *(f"b/{s}" for s in STAGES), "c", "d", "f", "p")
     }
     assert keys == expected
     for row in report["rows"]:
@@ -80,9 +80,11 @@ def test_ratios_are_computed_from_the_rows(report):
         data = rows[("e", "-")]["images_per_s"]
         step = rows[("c", variant)]["images_per_s"]
         assert ratios["data_over_step"] == pytest.approx(data / step)
-        f = rows[("f", variant)]["seconds"]
-        assert ratios["cached_speedup_vs_reference"] == pytest.approx(d / f)
-        assert set(report["goals"][variant]) == set(ratios)
+        f, parallel = rows[("f", variant)]["seconds"], rows[("p", variant)]["seconds"]
+        assert ratios["cached_same_precision"] == pytest.approx(parallel / f)
+        fp32 = rows[("p", "fp32")]["seconds"]  # the reference code's own setting
+        assert ratios["cached_speedup_vs_reference"] == pytest.approx(fp32 / f)
+        assert set(report["goals"][variant]) == set(ratios) - {"cached_same_precision"}
     roofline = report["roofline"]["tflops"]
     assert set(report["flops"]) == set(VARIANTS)
     for variant in VARIANTS:

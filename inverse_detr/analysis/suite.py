@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 from inverse_detr.analysis import plots
 from inverse_detr.analysis.color import MIN_AREA, ColorResult, color_analysis
 from inverse_detr.analysis.cross_layer import CrossLayerResult, cross_layer_analysis
+from inverse_detr.analysis.detection_errors import ErrorsResult, error_analysis
+from inverse_detr.analysis.grayscale import GrayscaleResult, grayscale_analysis
 from inverse_detr.analysis.report import Section, Table
+from inverse_detr.analysis.sections import (
+    errors_scalars,
+    errors_section,
+    grayscale_scalars,
+    grayscale_section,
+)
 from inverse_detr.analysis.stages import SCORES, StagesResult, stage_analysis
 from inverse_detr.analysis.subset import ImageSet
 from inverse_detr.data.recolor import FILTERS
@@ -23,28 +31,33 @@ from inverse_detr.data.recolor import FILTERS
 if TYPE_CHECKING:
     from inverse_detr.export import Inverter
 
-ANALYSES = ("stages", "cross_layer", "color")
+ANALYSES = ("stages", "cross_layer", "color")  # the default set
+# run only when named (analyses=[grayscale,errors]); config/checks.py accepts the same names
+EXTRA_ANALYSES = ("grayscale", "errors")
 RECOLOURING = ("red", "green", "blue", "shift120", "shift240")  # filters that set a new hue
 
 
 @dataclass
 class Options:
-    """What the colour analysis recolours, and the batch size of every analysis."""
+    """What the colour analysis recolours (the grayscale analysis reads `prototypes` too), the
+    batch size of every analysis, and the error analysis' detection score threshold."""
 
     prototypes: dict[int, float]
     filters: tuple[str, ...] = FILTERS
     categories: list[int] | None = None  # None: every category
     min_area: float = MIN_AREA
     batch_size: int = 16
+    score_threshold: float = 0.5
 
 
-Result = StagesResult | CrossLayerResult | ColorResult
+Result = StagesResult | CrossLayerResult | ColorResult | GrayscaleResult | ErrorsResult
 
 
 def run_analyses(
     inverter: Inverter, subset: ImageSet, analyses: list[str], options: Options, progress=True
 ) -> dict[str, Result]:
-    """The results of `analyses` (names from ANALYSES) on `subset`, by name."""
+    """The results of `analyses` (names from ANALYSES and EXTRA_ANALYSES) on `subset`, by
+    name."""
     results: dict[str, Result] = {}
     for name in analyses:
         if name == "stages":
@@ -56,8 +69,19 @@ def run_analyses(
                 inverter, subset, options.prototypes, options.filters, options.categories,
                 options.min_area, None, max(1, options.batch_size // 2), progress,
             )  # fmt: skip
+        elif name == "grayscale":
+            results[name] = grayscale_analysis(
+                inverter, subset, options.prototypes, None, max(1, options.batch_size // 2), 4,
+                progress,
+            )  # fmt: skip
+        elif name == "errors":
+            results[name] = error_analysis(
+                inverter, subset, options.score_threshold, 0.5, None, options.batch_size, 6,
+                progress,
+            )  # fmt: skip
         else:
-            raise ValueError(f"unknown analysis {name!r}; expected one of {', '.join(ANALYSES)}")
+            known = ", ".join((*ANALYSES, *EXTRA_ANALYSES))
+            raise ValueError(f"unknown analysis {name!r}; expected one of {known}")
     return results
 
 
@@ -81,6 +105,10 @@ def scalars(results: dict[str, Result]) -> dict[str, float]:
                 if value is not None:
                     out[f"analysis/{stage}/{kind}"] = value
         out |= {f"analysis/color_ap/{f}": s.ap for f, s in color.ap.items()}
+    if gray := results.get("grayscale"):
+        out |= grayscale_scalars(gray)
+    if errors := results.get("errors"):
+        out |= errors_scalars(errors)
     return out
 
 
@@ -103,6 +131,10 @@ def save_outputs(
         sections.append(_cross_layer_section(cross, out_dir, baseline))
     if color := results.get("color"):
         sections.append(_color_section(color, out_dir, names or {}))
+    if gray := results.get("grayscale"):
+        sections.append(grayscale_section(gray, out_dir, names or {}))
+    if errors := results.get("errors"):
+        sections.append(errors_section(errors, out_dir))
     record = {name: result.to_dict() for name, result in results.items()}
     (out_dir / "metrics.json").write_text(json.dumps(_finite(record), indent=2))
     return sections

@@ -9,9 +9,13 @@ Measures, side by side in one run, on one real batch:
   (c) our training step: one frozen forward feeds every stage, as `InversionModule` trains
   (d) the reference recipe: each stage trained with its own frozen forward, one after another
   (e) the data pipeline (decode + resize + normalise) with the config's default workers
+  (f) our step an epoch after the first: the stages' targets read from the embedding cache
+  (p) the reference code's parallel recipe: one frozen forward, then a module per stage with
+      its own Adam step and gradient clipping (the goal's reference for (f))
 Lightning's `fit` trains the all-stage module exactly as `python -m inverse_detr.train` does
 (its hooks and logging included; checkpoints, validation and the progress bar off), each step
-a sample of (c); between its steps a round calls (a), each (b) and each stage's (d) step once.
+a sample of (c); between its steps a round calls (a), each (b), each stage's (d) step, (p) and
+(f) once.
 Interleaving makes every row see the same background load; rows are medians of the rounds
 after warm-up, and the goals' ratios compare rows of one run, so they hold on noisy machines.
 Variants join flags with `+`: `fp32` (eager, contiguous memory), `bf16` (bf16 autocast,
@@ -54,7 +58,7 @@ from inverse_detr.bench.timing import (
     memory_kind,
 )
 from inverse_detr.config import ConfigError
-from inverse_detr.data.batch import Batch, collate
+from inverse_detr.data.batch import Batch
 from inverse_detr.detectors.build import build_detr, chain_spec
 from inverse_detr.lit.build import build_inversion_module
 from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule
@@ -90,13 +94,6 @@ def build_module(cfg: DictConfig, detr, stages: tuple[str, ...], variant: Varian
     module = build_inversion_module(cfg, detr, spec, compile=variant.compile, cache=cache)
     set_memory_format(module, variant.channels_last)
     return module
-
-
-def first_batch(dm: DetectionDataModule, size: int) -> Batch:
-    """The first `size` readable training images, collated as the DataLoader does."""
-    dataset = dm.dataset("train")
-    samples = [s for s in (dataset[i] for i in range(min(len(dataset), 4 * size))) if s]
-    return collate(samples[:size])
 
 
 def measure_data(dm: DetectionDataModule, warmup: int, repeats: int) -> Row:
@@ -188,7 +185,30 @@ def variant_probes(cfg, detr, batch: Batch, variant: Variant, device) -> tuple[l
     for stage in stages:
         call = step_call(modules[stage], batch, variant, device)
         probes.append(Probe(f"d/{stage}", f"{stage} step, own forward", call))
+    singles = {stage: modules[stage] for stage in stages}
+    what = "reference parallel recipe: one forward, a module per stage with its own Adam"
+    probes.append(Probe("p", what, parallel_call(full, singles, batch, variant, device)))
     return [*probes, cached_probe(modules["cached"], emb, batch, variant, device)], modules
+
+
+def parallel_call(full: InversionModule, singles: dict, batch: Batch, variant, device):
+    """(p) The reference code's parallel recipe, re-expressed with our modules: one frozen
+    forward per step, then each stage's own module: its loss, backward, gradient clipping to
+    norm 0.1 and its own Adam step (four optimisers instead of our one fused one)."""
+    optimisers = {stage: m.configure_optimizers() for stage, m in singles.items()}
+
+    def call() -> None:
+        with autocast(device, variant):
+            emb = full.embed(batch)
+        for stage, module in singles.items():
+            with autocast(device, variant):
+                loss = module.stage_loss(stage, emb, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.chain.parameters(), 0.1)
+            optimisers[stage].step()
+            optimisers[stage].zero_grad(set_to_none=True)
+
+    return call
 
 
 def cached_probe(module: InversionModule, emb, batch: Batch, variant, device) -> Probe:
@@ -233,6 +253,9 @@ def measure_variant(cfg, detr, batch: Batch, variant: Variant, settings, device)
         row = Row(p.key, p.what, variant.name, median(p.times), size, p.peak_mb, p.times)
         yield replace(row, flops=flops) if p.key == "c" else row
     yield reference_row([p for p in probes if p.key.startswith("d/")], variant, size)
+    parallel = next(p for p in probes if p.key == "p")
+    times = parallel.times
+    yield Row("p", parallel.what, variant.name, median(times), size, parallel.peak_mb, times)
     f = probes[-1]
     cached_flops = count_step_flops(modules["cached"], on_device)
     row = Row("f", f.what, variant.name, median(f.times), size, f.peak_mb, f.times)
@@ -275,7 +298,7 @@ def run_bench(cfg: DictConfig, settings: Settings) -> dict:
     roofline = measure_roofline(device).to_json() if settings.roofline else None
     print(describe_roofline(roofline), flush=True)
     dm = build_datamodule(cfg.data, cfg.model.name)
-    batch = first_batch(dm, cfg.data.batch_size)
+    batch = dm.first_batch(cfg.data.batch_size)
     detr = build_detr(cfg.model, cfg.seed).to(device)
     size = tuple(batch.pixel_values.shape[-2:])
     print(f"bench {settings.config} on {device}: batch {len(batch)} at {size}", flush=True)

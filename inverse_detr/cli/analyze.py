@@ -1,5 +1,8 @@
 """`python -m inverse_detr.analyze [ckpt=<export or run>] [analyses=[stages,cross_layer,color]]`
 
+Analyses: stages, cross_layer, color (the default set), grayscale and errors (run when named,
+e.g. `analyses=[grayscale,errors]`).
+
 Runs the analyses of a trained inverse chain (default: the shipped `checkpoints/shapes-inverse`)
 on a seeded fixed subset of the validation split of `data` (default: the shapes world; pass
 e.g. `data=coco data.root=...` for a COCO run) and writes an output folder:
@@ -9,6 +12,10 @@ e.g. `data=coco data.root=...` for a COCO run) and writes an output folder:
   cross_layer_mse.png  cross_layer_grid.png                analyses=cross_layer
   color_pairwise.png  color_hue.png  color_saturation.png  color_ap.png
   color_reconstructions.png                                analyses=color
+  grayscale_mse.png  grayscale_hue.png  grayscale_saturation.png  grayscale_ap.png
+  grayscale_reconstructions.png                            analyses=grayscale
+  errors_in_mask.png  errors_false_positives.png (when any)  errors_missed.png (when any)
+                                                           analyses=errors
 When `ckpt` is a training run folder (its config.yaml beside export/), the data settings are
 the run's; `data.*` keys on the command line win key by key, and `data=NAME` or `experiment=`
 takes the data section from the command line alone. Images are preprocessed as the export
@@ -26,18 +33,23 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from inverse_detr.analysis.color import prototype_hues
 from inverse_detr.analysis.report import write_report
-from inverse_detr.analysis.setup import prepare
+from inverse_detr.analysis.setup import Setup, prepare
 from inverse_detr.analysis.suite import Result, run_analyses, save_outputs, scalars
 from inverse_detr.cli.device import inference_device
 from inverse_detr.cli.shell import run_command
 from inverse_detr.config import given_keys, load_config
+from inverse_detr.data.coco import CocoDetection
+from inverse_detr.data.splits import data_splits
 from inverse_detr.detectors.detr import local_dir
 
 
 def analyze(cfg: DictConfig, device: torch.device | str = "cpu") -> Path:
     """Run `cfg.analysis.analyses` on `device`; returns the output folder holding report.html."""
     setup = prepare(cfg, device)
+    if "grayscale" in cfg.analysis.analyses and not setup.options.prototypes:
+        setup.options.prototypes = train_prototypes(cfg, setup)
     results = run_analyses(setup.inverter, setup.subset, list(cfg.analysis.analyses), setup.options)
     out = output_dir(cfg)
     sections = save_outputs(results, out, setup.names)
@@ -49,6 +61,14 @@ def analyze(cfg: DictConfig, device: torch.device | str = "cpu") -> Path:
     write_report(out / "report.html", "inverse_detr analysis", intro, sections)
     _print_summary(results, out)
     return out
+
+
+def train_prototypes(cfg: DictConfig, setup: Setup) -> dict[int, float]:
+    """Category id → prototype hue from the train split of `cfg.data` (what `prepare` computes
+    for the colour analysis alone)."""
+    train_split, _ = data_splits(cfg.data)
+    train = CocoDetection(train_split.images, train_split.annotations, setup.inverter.transform)
+    return prototype_hues(train, seed=cfg.seed)
 
 
 def output_dir(cfg: DictConfig) -> Path:

@@ -6,6 +6,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from inverse_detr.config.schema import ANALYSES, FILTERS, ConfigError
 
+# analyses outside the default set (schema's ANALYSES), run only when named:
+# analyses=[grayscale,errors] (inverse_detr/analysis/suite.py EXTRA_ANALYSES)
+EXTRA_ANALYSES = ("grayscale", "errors")
+
 CHOICES = {
     "mode": ("inversion", "joint", "detection"),
     "detector.family": ("retinanet", "fcos", "faster_rcnn", "mask_rcnn"),  # detectors.classic
@@ -20,7 +24,8 @@ CHOICES = {
     "inverse.backbone_kind": ("conv", "linear"),
     "inverse.schedule": ("none", "cosine"),
     "trainer.on_nonfinite": ("stop", "skip"),
-    "trainer.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
+    # auto: bf16-mixed where it makes the step faster (lit/precision.py)
+    "trainer.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
     "logger": ("wandb", "csv", "none"),
     "attribution.method": ("gradcam", "occlusion", "both"),  # attribution/explain.py METHODS
 }
@@ -37,8 +42,8 @@ def validate(cfg: DictConfig) -> None:
             f"config key 'data.image_size' must be [H, W] ≥ 16, got {list(cfg.data.image_size)}"
         )
     _check_list(cfg, "inverse.stages", ("backbone", "encoder", "decoder", "head"))
-    _check_list(cfg, "analysis.analyses", ANALYSES)
-    _check_list(cfg, "analysis.callback_analyses", ANALYSES)
+    _check_list(cfg, "analysis.analyses", (*ANALYSES, *EXTRA_ANALYSES))
+    _check_list(cfg, "analysis.callback_analyses", (*ANALYSES, *EXTRA_ANALYSES))
     _check_filters(cfg)
     if not 0.0 <= cfg.analysis.min_area <= 1.0:
         raise ConfigError(

@@ -123,7 +123,7 @@ class TrainerConfig:
     devices: str = "auto"  # auto | N | list as Lightning takes it
     strategy: str = "auto"  # auto | ddp | ...
     num_nodes: int = 1
-    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    precision: str = "32-true"  # auto (measured, lit/precision.py) | 32-true | bf16-mixed | ...
     compile: bool = False  # torch.compile the inverse modules
     max_epochs: int = 10
     max_steps: int = -1
@@ -182,6 +182,7 @@ class AnalysisConfig:
     """`python -m inverse_detr.analyze` and the analysis callbacks of training runs."""
 
     ckpt: str = "checkpoints/shapes-inverse"  # analyze: an export, or a run folder with export/
+    # default: ANALYSES; grayscale and errors run when named (config/checks.py EXTRA_ANALYSES)
     analyses: list[str] = field(default_factory=lambda: list(ANALYSES))
     images: int = 64  # a seeded fixed subset of the val split (seed: the top-level seed)
     batch_size: int = 16

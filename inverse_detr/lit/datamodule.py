@@ -65,6 +65,12 @@ class DetectionDataModule(pl.LightningDataModule):
             )
         return self.datasets[split]
 
+    def first_batch(self, size: int) -> Batch:
+        """The first `size` readable training images, collated as the DataLoader does."""
+        dataset = self.dataset("train")
+        samples = [s for s in (dataset[i] for i in range(min(len(dataset), 4 * size))) if s]
+        return collate(samples[:size])
+
     def setup(self, stage: str | None = None) -> None:
         self.dataset("val")
         if stage in (None, "fit"):

@@ -50,6 +50,7 @@ from inverse_detr.lit.detection import DetectionModule
 from inverse_detr.lit.inversion import SELECTION_METRIC, InversionModule
 from inverse_detr.lit.joint import JOINT_STAGES, JointModule
 from inverse_detr.lit.loggers import finish_logger
+from inverse_detr.lit.precision import resolve_precision
 from inverse_detr.lit.trainer import build_trainer, run_dir_for
 
 log = logging.getLogger("inverse_detr.train")  # the name users filter logs by
@@ -217,6 +218,8 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
     callbacks = list(callbacks or [])
     if cfg.mode != "detection":  # the analyses need an inverse chain
         callbacks += analysis_callbacks(cfg, run_dir)
+    if cfg.trainer.precision == "auto":
+        cfg.trainer.precision = _auto_precision(cfg, job, datamodule)
     trainer = build_trainer(
         cfg, run_dir, callbacks, job.monitor, job.monitor_mode, own_samplers=job.fixed_shards
     )
@@ -238,6 +241,20 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
         _write_metrics(metrics, run_dir)
     finish_logger(trainer.logger)
     return RunResult(run_dir, metrics)
+
+
+def _auto_precision(cfg: DictConfig, job: Job, datamodule: DetectionDataModule) -> str:
+    """`trainer.precision=auto` resolved for this run (lit/precision.py), and logged."""
+    t = cfg.trainer
+    cuda = t.accelerator in ("gpu", "cuda") or (
+        t.accelerator == "auto" and torch.cuda.is_available()
+    )
+    single = str(t.devices) in ("1", "auto") and t.num_nodes == 1 and not cuda
+    timed = cfg.mode == "inversion" and single and not t.fast_dev_run
+    batch = datamodule.first_batch(cfg.data.batch_size) if timed and not cuda else None
+    precision, why = resolve_precision(cfg.mode, cuda, single, job.module, batch)
+    log.info("trainer.precision=auto: %s (%s)", precision, why)
+    return precision
 
 
 def analysis_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
