@@ -4,6 +4,7 @@
 saves its inverse weights and its view of the validation metrics to OUT_DIR/rank<r>.pt.
 """
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,6 +30,20 @@ class SaveRankState(Callback):
             {"state": state, "metrics": metrics, "steps": trainer.global_step, "cached": cached},
             self.out / f"rank{trainer.global_rank}.pt",
         )
+
+
+def run_probe(out: Path, overrides: list[str], timeout: int = 300) -> list[dict]:
+    """Run this script on `overrides` in a subprocess (its process group, NCCL's or gloo's, dies
+    with it); the states the ranks saved, in rank order."""
+    result = subprocess.run(
+        [sys.executable, __file__, str(out), *overrides],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).parents[1],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [torch.load(path, weights_only=True) for path in sorted(out.glob("rank*.pt"))]
 
 
 if __name__ == "__main__":

@@ -1,17 +1,11 @@
 """Lightning DDP on 2 CPU processes (gloo): the multi-GPU path, testable without GPUs."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from ddp_probe import run_probe
 
 from inverse_detr.config import load_config
 from inverse_detr.lit.run import run
-
-PROBE = Path(__file__).with_name("ddp_probe.py")
-
 
 MODES = {
     "inversion": ([], ("val/loss", "val/encoder/mse", "val/backbone/image_mse")),
@@ -27,15 +21,9 @@ MODES = {
 
 def two_ranks(tmp_path, overrides: list[str]) -> list[dict]:
     """Train on 2 gloo ranks through ddp_probe.py; each rank's saved state."""
-    result = subprocess.run(
-        [sys.executable, str(PROBE), str(tmp_path), *overrides],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).parents[1],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    ranks = run_probe(tmp_path, overrides)
+    assert len(ranks) == 2
+    return ranks
 
 
 @pytest.mark.slow

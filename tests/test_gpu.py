@@ -2,12 +2,10 @@
 (`pytest -m gpu`, `make gpu-check`); skipped where no CUDA device is available (conftest.py)."""
 
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from ddp_probe import run_probe
 from lightning.pytorch.callbacks import Callback
 
 from inverse_detr.config import load_config
@@ -15,7 +13,6 @@ from inverse_detr.lit.run import run
 
 pytestmark = pytest.mark.gpu
 
-PROBE = Path(__file__).with_name("ddp_probe.py")
 STEPS = 3
 
 
@@ -70,16 +67,9 @@ def test_compiled_training_on_one_gpu_has_finite_losses(tiny_overrides):
 def test_ddp_with_one_gpu_trains_and_saves_finite_weights(tiny_overrides, tmp_path):
     """A subprocess (tests/ddp_probe.py), so that the NCCL process group dies with it."""
     overrides = gpu_overrides(tiny_overrides, "trainer.strategy=ddp")
-    result = subprocess.run(
-        [sys.executable, str(PROBE), str(tmp_path), *overrides],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=Path(__file__).parents[1],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert not (tmp_path / "rank1.pt").exists()
-    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    ranks = run_probe(tmp_path, overrides, timeout=240)
+    assert len(ranks) == 1
+    rank0 = ranks[0]
     assert rank0["steps"] == STEPS
     assert all(math.isfinite(v) for v in rank0["metrics"].values()), rank0["metrics"]
     for key, value in rank0["state"].items():
