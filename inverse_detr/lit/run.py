@@ -218,10 +218,11 @@ def run(cfg: DictConfig, callbacks: list[Callback] | None = None) -> RunResult:
     callbacks = list(callbacks or [])
     if cfg.mode != "detection":  # the analyses need an inverse chain
         callbacks += analysis_callbacks(cfg, run_dir)
-    if cfg.trainer.precision == "auto":
-        cfg.trainer.precision = _auto_precision(cfg, job, datamodule)
+    precision = cfg.trainer.precision
+    if precision == "auto":
+        precision = _auto_precision(cfg, job, datamodule)
     trainer = build_trainer(
-        cfg, run_dir, callbacks, job.monitor, job.monitor_mode, own_samplers=job.fixed_shards
+        cfg, run_dir, callbacks, job.monitor, job.monitor_mode, job.fixed_shards, precision
     )
     try:
         trainer.fit(job.module, datamodule=datamodule, ckpt_path=resume, weights_only=True)

@@ -37,9 +37,10 @@ def build_trainer(
     monitor: str,
     monitor_mode: str = "min",
     own_samplers: bool = False,
+    precision: str | None = None,
 ) -> pl.Trainer:
     """own_samplers: the data module brings its distributed samplers (Lightning keeps its
-    hands off them)."""
+    hands off them); precision: what `trainer.precision=auto` resolved to (None: the config's)."""
     t = cfg.trainer
     logger = build_logger(cfg.logger, run_dir, cfg.wandb_project, os.environ[RUN_NAME_ENV])
     checkpoints = ModelCheckpoint(
@@ -62,7 +63,7 @@ def build_trainer(
         devices=devices,
         strategy=t.strategy,
         num_nodes=t.num_nodes,
-        precision=t.precision,
+        precision=precision or t.precision,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         max_time=t.max_time or None,

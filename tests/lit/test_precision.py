@@ -48,5 +48,5 @@ def test_an_auto_run_times_its_step_and_trains(tiny_overrides, caplog):
         result = run(cfg)
     said = [r.message for r in caplog.records if "trainer.precision=auto" in r.message]
     assert len(said) == 1 and "in bf16 autocast vs" in said[0]
-    assert cfg.trainer.precision in ("32-true", "bf16-mixed")
+    assert cfg.trainer.precision == "auto"  # the run's choice is not written into its config
     assert result.metrics["val/loss"] > 0
