@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import DetrForObjectDetection
 
+from inverse_detr.config import ConfigError
 from inverse_detr.data.batch import Batch
 from inverse_detr.data.shards import FixedShardSampler
 from inverse_detr.detectors.detr import forward_embeddings, token_positions
@@ -112,7 +113,13 @@ class EmbeddingCache:
                 store = RamStore(fields, self.dtype, key)
             else:
                 where = self.folder / (split if rank == 0 else f"{split}-rank{rank}")
-                store = DiskStore(where, split_ids, shapes, fields, self.dtype, key)
+                try:
+                    store = DiskStore(where, split_ids, shapes, fields, self.dtype, key)
+                except OSError as err:  # read-only, full, not a folder
+                    raise ConfigError(
+                        f"embedding cache folder {where}: {err.strerror or err} "
+                        "(set trainer.embedding_cache_dir, or trainer.embedding_cache=ram|off)"
+                    ) from None
                 if store.invalidated:
                     log.info("embedding cache %s: emptied, changed: %s", where, store.invalidated)
             self.splits[split] = SplitCache(store, stored_before=len(store))

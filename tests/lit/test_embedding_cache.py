@@ -130,6 +130,14 @@ def test_a_disk_cache_reopens_and_empties_itself_when_the_detr_or_data_change(
     assert open_disk(tmp_path, detr, data_key="other").invalidated == "data"
 
 
+def test_an_unwritable_cache_folder_is_a_one_line_error(tiny_detr_dir, tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(ConfigError, match="embedding cache folder") as info:
+        open_disk(tmp_path, load_detr(tiny_detr_dir))
+    assert "\n" not in str(info.value)
+
+
 def test_the_weights_hash_sees_one_changed_weight(tiny_detr_dir):
     detr = load_detr(tiny_detr_dir)
     before = weights_hash(detr)
