@@ -19,7 +19,13 @@ from transformers import DetrForObjectDetection
 
 from inverse_detr.config import REPO_ROOT
 from inverse_detr.data.transforms import DetrTransform
-from inverse_detr.detectors.detr import detr_signature, forward_embeddings, load_detr, local_dir
+from inverse_detr.detectors.detr import (
+    detr_signature,
+    forward_embeddings,
+    half_precision,
+    load_detr,
+    local_dir,
+)
 from inverse_detr.errors import UserError
 from inverse_detr.inverse.chain import InverseChain
 from inverse_detr.inverse.embeddings import ForwardEmbeddings
@@ -60,6 +66,32 @@ def export_inverter(
     }
     (out_dir / SPEC_FILE).write_text(json.dumps(record, indent=2))
     return out_dir
+
+
+def is_inverter(path: str | Path) -> bool:
+    """Whether `path` (or its `export/`) holds an inverter export."""
+    try:
+        _export_dir(Path(path))
+    except InverterError:
+        return False
+    return True
+
+
+def ship_inverter(source: str | Path, target: Path, fp16: bool = True) -> Path:
+    """Copy the export at `source` (or `source/export`) to `target`, its weights as fp16
+    safetensors when `fp16` (half the size; `load_inverter` loads them back as float32). The
+    recorded DETR is rewritten so that it still resolves from `target`. Returns `target`."""
+    export_dir = _export_dir(Path(source))
+    record = _read_record(export_dir)
+    try:
+        state = load_file(str(export_dir / WEIGHTS_FILE))
+    except (OSError, SafetensorError) as err:
+        raise InverterError(f"{export_dir / WEIGHTS_FILE}: cannot read the weights ({err})") from None
+    target.mkdir(parents=True, exist_ok=True)
+    save_file(half_precision(state) if fp16 else state, str(target / WEIGHTS_FILE))
+    record["detr"] = portable_detr_name(_resolve_detr(record["detr"], export_dir), target)
+    (target / SPEC_FILE).write_text(json.dumps(record, indent=2))
+    return target
 
 
 def portable_detr_name(name: str, out_dir: Path) -> str:

@@ -199,3 +199,20 @@ def test_a_detr_given_relative_to_the_working_directory_loads_from_anywhere(
 def test_repository_detectors_are_recorded_relative_to_the_repository(chain, spec, tmp_path):
     out = export(chain, spec, "checkpoints/shapes-detr", tmp_path / "export")
     assert json.loads((out / "inverter.json").read_text())["detr"] == "checkpoints/shapes-detr"
+
+
+def test_ship_stores_the_chain_in_fp16_and_it_reconstructs_as_before(exported, tmp_path):
+    from inverse_detr.cli.ship import ship
+
+    target = ship(str(exported.parent), tmp_path / "shipped")  # the run folder holding export/
+    stored = load_file(str(target / "inverse.safetensors"))
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    full = (exported / "inverse.safetensors").stat().st_size
+    assert (target / "inverse.safetensors").stat().st_size < 0.6 * full
+    before, after = load_inverter(exported), load_inverter(target)
+    assert next(after.chain.parameters()).dtype == torch.float32
+    x = images()
+    for stage in STAGES:
+        torch.testing.assert_close(
+            after.reconstruct(x, stage), before.reconstruct(x, stage), atol=2e-2, rtol=0
+        )
