@@ -83,10 +83,7 @@ def ship_inverter(source: str | Path, target: Path, fp16: bool = True) -> Path:
     recorded DETR is rewritten so that it still resolves from `target`. Returns `target`."""
     export_dir = _export_dir(Path(source))
     record = _read_record(export_dir)
-    try:
-        state = load_file(str(export_dir / WEIGHTS_FILE))
-    except (OSError, SafetensorError) as err:
-        raise InverterError(f"{export_dir / WEIGHTS_FILE}: cannot read the weights ({err})") from None
+    state = _read_weights(export_dir)
     target.mkdir(parents=True, exist_ok=True)
     save_file(half_precision(state) if fp16 else state, str(target / WEIGHTS_FILE))
     record["detr"] = portable_detr_name(_resolve_detr(record["detr"], export_dir), target)
@@ -176,6 +173,15 @@ def _read_record(export_dir: Path) -> dict:
     return record
 
 
+def _read_weights(export_dir: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(export_dir / WEIGHTS_FILE))
+    except (OSError, SafetensorError) as err:
+        raise InverterError(
+            f"{export_dir / WEIGHTS_FILE}: cannot read the weights ({err})"
+        ) from None
+
+
 def _resolve_detr(recorded: str, export_dir: Path) -> str:
     """A recorded relative directory is relative to the export, else to the repository (what
     `portable_detr_name` wrote), never to the working directory; hub ids stay as they are."""
@@ -220,12 +226,7 @@ def load_inverter(
         detr = load_detr(detr if detr is not None else _resolve_detr(record["detr"], export_dir))
     check_compatible(spec, detr, export_dir)
     chain = build_chain(spec)
-    try:
-        state = load_file(str(export_dir / WEIGHTS_FILE))
-    except (OSError, SafetensorError) as err:
-        raise InverterError(
-            f"{export_dir / WEIGHTS_FILE}: cannot read the weights ({err})"
-        ) from None
+    state = _read_weights(export_dir)
     try:
         chain.load_state_dict(state, strict=True)
     except RuntimeError as err:

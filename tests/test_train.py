@@ -153,3 +153,17 @@ def test_the_best_checkpoint_is_chosen_by_the_geometric_mean_of_stage_losses(
     state = torch.load(best, map_location="cpu", weights_only=True)["callbacks"]
     (key,) = [k for k in state if k.startswith("ModelCheckpoint")]
     assert state[key]["monitor"] == "val/geomean_mse" and state[key]["best_model_score"] > 0
+
+
+def test_an_end_to_end_chain_keeps_the_checkpoint_with_the_best_decoder_image(
+    tiny_overrides, tmp_path
+):
+    overrides = [o for o in tiny_overrides if not o.startswith("trainer.fast")]
+    stages = "inverse.stages=[backbone,encoder,decoder]"
+    cfg = load_config([*overrides, stages, "inverse.objective=end_to_end", "trainer.max_steps=2"])
+    run_dir = run(cfg).run_dir
+    (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
+    state = torch.load(best, map_location="cpu", weights_only=True)["callbacks"]
+    (key,) = [k for k in state if k.startswith("ModelCheckpoint")]
+    assert state[key]["monitor"] == "val/decoder/image_mse"
+    assert 0 < state[key]["best_model_score"] < 1  # an image MSE in [0, 1] pixels

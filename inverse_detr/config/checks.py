@@ -23,6 +23,7 @@ CHOICES = {
     "trainer.embedding_cache_dtype": ("float32", "float16", "bfloat16"),  # inverse/cache.py
     "inverse.backbone_kind": ("conv", "linear"),
     "inverse.schedule": ("none", "cosine"),
+    "inverse.objective": ("stagewise", "end_to_end"),  # inverse/losses.py OBJECTIVES
     "trainer.on_nonfinite": ("stop", "skip"),
     # auto: bf16-mixed where it makes the step faster (lit/precision.py)
     "trainer.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
@@ -42,6 +43,13 @@ def validate(cfg: DictConfig) -> None:
             f"config key 'data.image_size' must be [H, W] ≥ 16, got {list(cfg.data.image_size)}"
         )
     _check_list(cfg, "inverse.stages", ("backbone", "encoder", "decoder", "head"))
+    if cfg.inverse.objective == "end_to_end" and sorted(cfg.inverse.stages) != sorted(
+        ("backbone", "encoder", "decoder")
+    ):
+        raise ConfigError(
+            "config key 'inverse.objective=end_to_end' trains the chain from the decoder: "
+            f"'inverse.stages' must be [backbone, encoder, decoder], got {list(cfg.inverse.stages)}"
+        )
     _check_list(cfg, "analysis.analyses", (*ANALYSES, *EXTRA_ANALYSES))
     _check_list(cfg, "analysis.callback_analyses", (*ANALYSES, *EXTRA_ANALYSES))
     _check_filters(cfg)

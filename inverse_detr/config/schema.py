@@ -115,6 +115,9 @@ class InverseConfig:
     lr: StageLR = field(default_factory=StageLR)
     weight_decay: float = 0.0
     schedule: str = "none"  # none | cosine
+    # stagewise: each module against its stage's true input | end_to_end: the chain
+    # decoder → encoder → backbone by one image loss (stages must be those three)
+    objective: str = "stagewise"
 
 
 @dataclass

@@ -85,6 +85,19 @@ TOKEN_STAGES = {
 }
 
 
+# how the chain is trained: each module against its own stage's true input (the paper's
+# modules), or the whole decoder → encoder → backbone chain by one image loss (its end-to-end
+# comparison); END_TO_END_STAGES are the modules that objective trains
+OBJECTIVES = ("stagewise", "end_to_end")
+END_TO_END_STAGES = ("backbone", "encoder", "decoder")
+
+
+def end_to_end_loss(chain: InverseChain, emb: ForwardEmbeddings, pixels: Pixels) -> torch.Tensor:
+    """Image MSE (normalised pixels) of the reconstruction from the decoder embedding through
+    the whole chain; the gradient reaches all three modules."""
+    return pixels.loss(chain.reconstruct(emb, "decoder"))
+
+
 def stage_loss(
     chain: InverseChain, stage: str, emb: ForwardEmbeddings, pixels: Pixels
 ) -> torch.Tensor:

@@ -30,6 +30,7 @@ def build_inversion_module(
         lr=dict(cfg.inverse.lr),
         weight_decay=cfg.inverse.weight_decay,
         schedule=cfg.inverse.schedule,
+        objective=cfg.inverse.objective,
         compile=cfg.trainer.compile if compile is None else compile,
         on_nonfinite=cfg.trainer.on_nonfinite,
         image_size=tuple(cfg.data.image_size),

@@ -3,7 +3,8 @@
 What each stage learns to give back is `inverse_detr.inverse.losses` (its `stage_loss`); one
 frozen pass per batch feeds every stage's loss. The stage losses touch disjoint parameters, so
 one optimiser with a parameter group per stage (own learning rate, own schedule) computes
-exactly what separate per-stage optimisers would.
+exactly what separate per-stage optimisers would. `objective=end_to_end` instead trains the chain
+decoder → encoder → backbone by one image loss (the paper's end-to-end comparison).
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from inverse_detr.data.batch import Batch
 from inverse_detr.detectors.detr import forward_embeddings
 from inverse_detr.inverse.chain import REQUIRED_MODULES, STAGES, InverseChain
 from inverse_detr.inverse.embeddings import ForwardEmbeddings
-from inverse_detr.inverse.losses import Pixels, stage_loss
+from inverse_detr.inverse.losses import (
+    END_TO_END_STAGES,
+    OBJECTIVES,
+    Pixels,
+    end_to_end_loss,
+    stage_loss,
+)
 from inverse_detr.lit.cache import SPLITS, EmbeddingCache, shard_ids
 from inverse_detr.lit.guards import NonFiniteGuard, zero_loss
 
@@ -51,6 +58,7 @@ class InversionModule(pl.LightningModule):
         lr: Mapping[str, float] | None = None,
         weight_decay: float = 0.0,
         schedule: str = "none",
+        objective: str = "stagewise",
         compile: bool = False,
         on_nonfinite: str = "stop",
         image_size: tuple[int, int] | None = None,
@@ -63,6 +71,7 @@ class InversionModule(pl.LightningModule):
                 "lr": self.lr,
                 "weight_decay": weight_decay,
                 "schedule": schedule,
+                "objective": objective,
             }
         )
         self.detr = detr.eval().requires_grad_(False)
@@ -70,6 +79,15 @@ class InversionModule(pl.LightningModule):
         self.detr.model.backbone.to(memory_format=torch.channels_last)
         self.chain = chain
         self.stages = tuple(s for s in STAGES if getattr(chain, s) is not None)
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
+        if objective == "end_to_end" and self.stages != END_TO_END_STAGES:
+            raise ValueError(f"objective end_to_end trains exactly {END_TO_END_STAGES}")
+        self.objective = objective
+        # the checkpoint to keep: all stages' own losses, or the one image loss end to end
+        self.selection_metric = (
+            SELECTION_METRIC if objective == "stagewise" else "val/decoder/image_mse"
+        )
         self.weight_decay = weight_decay
         self.schedule = schedule
         self.compile_modules = compile
@@ -137,6 +155,13 @@ class InversionModule(pl.LightningModule):
         """MSE of each trained stage against its true target (inputs are detached)."""
         return {s: self.stage_loss(s, emb, batch) for s in STAGES if s in self.stages}
 
+    def training_losses(self, emb: ForwardEmbeddings, batch: Batch) -> dict[str, torch.Tensor]:
+        """What the objective trains on: every stage's own MSE, or the one end-to-end loss."""
+        if self.objective == "stagewise":
+            return self.stage_losses(emb, batch)
+        pixels = Pixels(batch.pixel_values, batch.pixel_mask, self.mean, self.std)
+        return {"end_to_end": end_to_end_loss(self.chain, emb, pixels)}
+
     def stage_loss(self, stage: str, emb: ForwardEmbeddings, batch: Batch) -> torch.Tensor:
         """One stage's MSE; on its own so that the benchmark times each stage alone."""
         pixels = Pixels(batch.pixel_values, batch.pixel_mask, self.mean, self.std)
@@ -147,7 +172,7 @@ class InversionModule(pl.LightningModule):
             self.log("train/skipped_images", float(batch.skipped), reduce_fx="sum", on_epoch=True)
         if len(batch) == 0:
             return zero_loss(self.chain)
-        losses = self.stage_losses(self.embed(batch, "train"), batch)
+        losses = self.training_losses(self.embed(batch, "train"), batch)
         if not self.nonfinite.passes(self, losses):
             return zero_loss(self.chain)
         for stage, loss in losses.items():

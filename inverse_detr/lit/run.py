@@ -47,7 +47,7 @@ from inverse_detr.lit.checkpointing import (
 )
 from inverse_detr.lit.datamodule import DetectionDataModule, build_datamodule
 from inverse_detr.lit.detection import DetectionModule
-from inverse_detr.lit.inversion import SELECTION_METRIC, InversionModule
+from inverse_detr.lit.inversion import InversionModule
 from inverse_detr.lit.joint import JOINT_STAGES, JointModule
 from inverse_detr.lit.loggers import finish_logger
 from inverse_detr.lit.precision import resolve_precision
@@ -91,7 +91,9 @@ def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
         export_inverter(module.chain, spec, transform, detr_name, out / "export")
 
     check = partial(check_labels, detr=detr)
-    job = Job(module, SELECTION_METRIC, "min", finish, tuple(module.image_stages), False, check)
+    job = Job(
+        module, module.selection_metric, "min", finish, tuple(module.image_stages), False, check
+    )
     return replace(job, fixed_shards=wanted)
 
 

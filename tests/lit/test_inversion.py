@@ -32,12 +32,12 @@ def make_batch(seed: int = 0, size: int = 2) -> Batch:
 
 @pytest.fixture
 def make_module(tiny_detr_dir, tiny_spec):
-    def build(stages=STAGES, lr=None) -> InversionModule:
+    def build(stages=STAGES, lr=None, objective="stagewise") -> InversionModule:
         # a trainable DETR in train mode: the module itself must freeze it
         detr = load_detr(tiny_detr_dir, frozen=False).train()
         torch.manual_seed(0)
         chain = build_chain(tiny_spec(detr, stages))
-        return InversionModule(detr, chain, IMAGENET_MEAN, IMAGENET_STD, lr=lr)
+        return InversionModule(detr, chain, IMAGENET_MEAN, IMAGENET_STD, lr=lr, objective=objective)
 
     return build
 
@@ -319,3 +319,24 @@ def test_a_nan_stage_loss_shows_in_the_selection_metric(module, monkeypatch):
     monkeypatch.setattr(module, "stage_losses", one_nan)
     (metrics,) = trainer.validate(module, dataloaders=DataLoader([make_batch()], batch_size=None))
     assert math.isnan(metrics[SELECTION_METRIC])
+
+
+def test_end_to_end_objective_trains_the_chain_from_the_decoder_by_one_image_loss(
+    make_module, batch
+):
+    stages = ("backbone", "encoder", "decoder")
+    module = make_module(stages, objective="end_to_end").eval()  # eval: fixed batch-norm
+    assert module.selection_metric == "val/decoder/image_mse"
+    emb = module.embed(batch)
+    losses = module.training_losses(emb, batch)
+    assert list(losses) == ["end_to_end"]
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    recon = module.chain.reconstruct(emb, "decoder")  # (B, 3, H, W) in [0, 1]
+    expected = F.mse_loss((recon - mean) / std, batch.pixel_values)  # every pixel is real
+    torch.testing.assert_close(losses["end_to_end"], expected)
+    module.train().training_step(batch, 0).backward()
+    for stage in stages:  # the one loss reaches every module of the chain
+        assert all(p.grad is not None for p in getattr(module.chain, stage).parameters())
+    with pytest.raises(ValueError, match="end_to_end"):
+        make_module(STAGES, objective="end_to_end")
