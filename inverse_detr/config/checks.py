@@ -24,6 +24,7 @@ CHOICES = {
     "inverse.backbone_kind": ("conv", "linear"),
     "inverse.schedule": ("none", "cosine"),
     "inverse.objective": ("stagewise", "end_to_end"),  # inverse/losses.py OBJECTIVES
+    "joint.keep": ("best_ap50", "last"),
     "trainer.on_nonfinite": ("stop", "skip"),
     # auto: bf16-mixed where it makes the step faster (lit/precision.py)
     "trainer.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),

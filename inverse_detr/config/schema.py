@@ -160,6 +160,9 @@ class JointConfig:
     init_inverse: str = ""  # an export or run folder to start the inverse chain from
     from_scratch: bool = False  # random DETR: trainable BatchNorm + DETR's init
     backbone_bf16: bool = False  # CNN backbone in bf16 autocast + channels_last
+    # which weights the run exports: the epoch of the best val/ap50, or the last epoch (a λ
+    # sweep reads where AP and MSE settled, not the least-changed epoch of a high λ)
+    keep: str = "best_ap50"
 
 
 @dataclass

@@ -65,7 +65,7 @@ class Job:
     write into the run folder afterwards (on rank zero, with the best weights loaded)."""
 
     module: pl.LightningModule
-    monitor: str
+    monitor: str | None  # None: keep the last epoch
     monitor_mode: str
     finish: Callable[[Path], None]
     grid_stages: tuple[str, ...]
@@ -129,7 +129,8 @@ def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
         export_inverter(module.chain, spec, transform, "../detr", out / "export")
 
     grid = ("decoder",) if j.lam > 0 else ()
-    return Job(module, "val/ap50", "max", finish, grid, False, partial(check_labels, detr=detr))
+    monitor = "val/ap50" if j.keep == "best_ap50" else None
+    return Job(module, monitor, "max", finish, grid, False, partial(check_labels, detr=detr))
 
 
 def _detection_job(cfg: DictConfig, run_dir: Path) -> Job:

@@ -34,12 +34,13 @@ def build_trainer(
     cfg: DictConfig,
     run_dir: Path,
     callbacks: list[Callback],
-    monitor: str,
+    monitor: str | None,
     monitor_mode: str = "min",
     own_samplers: bool = False,
     precision: str | None = None,
 ) -> pl.Trainer:
-    """own_samplers: the data module brings its distributed samplers (Lightning keeps its
+    """monitor: the metric that picks the exported checkpoint (None: the last epoch's);
+    own_samplers: the data module brings its distributed samplers (Lightning keeps its
     hands off them); precision: what `trainer.precision=auto` resolved to (None: the config's)."""
     t = cfg.trainer
     logger = build_logger(cfg.logger, run_dir, cfg.wandb_project, os.environ[RUN_NAME_ENV])

@@ -145,6 +145,18 @@ def test_two_step_joint_run_saves_detector_and_chain(tiny_overrides):
     assert load_detr(run_dir / "detr").config.d_model == 32
 
 
+def test_keep_last_exports_the_last_epoch_not_the_best_ap50(tiny_overrides):
+    overrides = [o for o in tiny_overrides if not o.startswith("trainer.fast_dev_run")]
+    args = ["trainer.max_epochs=2", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1"]
+    cfg = load_config(["experiment=joint", *overrides, *args, "joint.keep=last"])
+    run_dir = run(cfg).run_dir
+    (kept,) = (run_dir / "checkpoints").glob("best-*.ckpt")
+    assert kept.name.startswith("best-1-")  # epoch 1, the last, whatever its AP50
+    state = torch.load(kept, map_location="cpu", weights_only=True)["callbacks"]
+    (key,) = [k for k in state if k.startswith("ModelCheckpoint")]
+    assert state[key]["monitor"] is None
+
+
 def test_lambda_sweep_writes_table_and_plot(tiny_overrides, tmp_path):
     overrides = [
         o for o in tiny_overrides if not o.startswith(("trainer.fast_dev_run", "run_name"))
