@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from inverse_detr.analysis import plots
+from inverse_detr.analysis.chains import ChainsResult
 from inverse_detr.analysis.detection_errors import GROUPS, ErrorsResult
 from inverse_detr.analysis.grayscale import INPUTS, GrayscaleResult
 from inverse_detr.analysis.report import Section, Table
@@ -180,3 +181,26 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def _text(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.3g}"
+
+
+def chains_scalars(result: ChainsResult) -> dict[str, float]:
+    """`analysis/chains/<chain>/<score>` numbers."""
+    return {
+        f"analysis/chains/{name}/{key}": value
+        for name, scores in result.scores.items()
+        for key, value in vars(scores).items()
+    }
+
+
+def chains_section(result: ChainsResult, out: Path) -> Section:
+    rows = [[name, *vars(s).values()] for name, s in result.scores.items()]
+    rows.append(["(the input images)", 0.0, None, result.input_saturation])
+    grid = plots.reconstruction_grid(result.examples)
+    return Section(
+        "Inverse chains compared",
+        f"{result.images} images, each chain reconstructing from the {result.stage} stage. MSE "
+        "in [0, 1] pixels to the image and to the images' mean image (low: the chain falls back "
+        "to the mean); saturation: HSV, mean over the image (low: greyer).",
+        [Table(["chain", "MSE to image", "MSE to mean image", "saturation"], rows)],
+        [_save(grid, out / "chains_reconstructions.png")],
+    )

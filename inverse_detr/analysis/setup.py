@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -42,5 +43,16 @@ def prepare(cfg: DictConfig, device: torch.device | str = "cpu") -> Setup:
         list(cfg.analysis.categories) or None,
         cfg.analysis.min_area,
         cfg.analysis.batch_size,
+        name=chain_label(cfg.analysis.ckpt),
     )
+    if "chains" in cfg.analysis.analyses:
+        options.others = {
+            chain_label(c): load_inverter(c, device=device) for c in cfg.analysis.compare
+        }
     return Setup(inverter, subset, options, val.category_names())
+
+
+def chain_label(ckpt: str) -> str:
+    """A chain's name in tables: its folder's name (the run's for an `export/` folder)."""
+    path = Path(ckpt)
+    return path.parent.name if path.name == "export" else path.name

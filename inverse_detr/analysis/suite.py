@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from inverse_detr.analysis import plots
+from inverse_detr.analysis.chains import ChainsResult, compare_chains
 from inverse_detr.analysis.color import MIN_AREA, ColorResult, color_analysis
 from inverse_detr.analysis.cross_layer import CrossLayerResult, cross_layer_analysis
 from inverse_detr.analysis.detection_errors import ErrorsResult, error_analysis
 from inverse_detr.analysis.grayscale import GrayscaleResult, grayscale_analysis
 from inverse_detr.analysis.report import Section, Table
 from inverse_detr.analysis.sections import (
+    chains_scalars,
+    chains_section,
     errors_scalars,
     errors_section,
     grayscale_scalars,
@@ -33,14 +36,15 @@ if TYPE_CHECKING:
 
 ANALYSES = ("stages", "cross_layer", "color")  # the default set
 # run only when named (analyses=[grayscale,errors]); config/checks.py accepts the same names
-EXTRA_ANALYSES = ("grayscale", "errors")
+EXTRA_ANALYSES = ("grayscale", "errors", "chains")
 RECOLOURING = ("red", "green", "blue", "shift120", "shift240")  # filters that set a new hue
 
 
 @dataclass
 class Options:
     """What the colour analysis recolours (the grayscale analysis reads `prototypes` too), the
-    batch size of every analysis, and the error analysis' detection score threshold."""
+    batch size of every analysis, the error analysis' detection score threshold, and the
+    chains the analysed one is compared with (name → Inverter; the analysed one is `name`)."""
 
     prototypes: dict[int, float]
     filters: tuple[str, ...] = FILTERS
@@ -48,9 +52,13 @@ class Options:
     min_area: float = MIN_AREA
     batch_size: int = 16
     score_threshold: float = 0.5
+    name: str = "chain"
+    others: dict[str, Inverter] = field(default_factory=dict)
 
 
-Result = StagesResult | CrossLayerResult | ColorResult | GrayscaleResult | ErrorsResult
+Result = (
+    StagesResult | CrossLayerResult | ColorResult | GrayscaleResult | ErrorsResult | ChainsResult
+)
 
 
 def run_analyses(
@@ -79,6 +87,9 @@ def run_analyses(
                 inverter, subset, options.score_threshold, 0.5, None, options.batch_size, 6,
                 progress,
             )  # fmt: skip
+        elif name == "chains":
+            chains = {options.name: inverter, **options.others}
+            results[name] = compare_chains(chains, subset, None, options.batch_size, 6, progress)
         else:
             known = ", ".join((*ANALYSES, *EXTRA_ANALYSES))
             raise ValueError(f"unknown analysis {name!r}; expected one of {known}")
@@ -109,6 +120,8 @@ def scalars(results: dict[str, Result]) -> dict[str, float]:
         out |= grayscale_scalars(gray)
     if errors := results.get("errors"):
         out |= errors_scalars(errors)
+    if chains := results.get("chains"):
+        out |= chains_scalars(chains)
     return out
 
 
@@ -135,6 +148,8 @@ def save_outputs(
         sections.append(grayscale_section(gray, out_dir, names or {}))
     if errors := results.get("errors"):
         sections.append(errors_section(errors, out_dir))
+    if chains := results.get("chains"):
+        sections.append(chains_section(chains, out_dir))
     record = {name: result.to_dict() for name, result in results.items()}
     (out_dir / "metrics.json").write_text(json.dumps(_finite(record), indent=2))
     return sections

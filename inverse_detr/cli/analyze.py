@@ -1,7 +1,8 @@
 """`python -m inverse_detr.analyze [ckpt=<export or run>] [analyses=[stages,cross_layer,color]]`
 
-Analyses: stages, cross_layer, color (the default set), grayscale and errors (run when named,
-e.g. `analyses=[grayscale,errors]`).
+Analyses: stages, cross_layer, color (the default set), grayscale, errors and chains (run when
+named, e.g. `analyses=[grayscale,errors]`; chains compares `ckpt` with the chains of
+`analysis.compare=[...]` on the same images).
 
 Runs the analyses of a trained inverse chain (default: the shipped `checkpoints/shapes-inverse`)
 on a seeded fixed subset of the validation split of `data` (default: the shapes world; pass
@@ -16,6 +17,7 @@ e.g. `data=coco data.root=...` for a COCO run) and writes an output folder:
   grayscale_reconstructions.png                            analyses=grayscale
   errors_in_mask.png  errors_false_positives.png (when any)  errors_missed.png (when any)
                                                            analyses=errors
+  chains_reconstructions.png                               analyses=chains
 When `ckpt` is a training run folder (its config.yaml beside export/), the data settings are
 the run's; `data.*` keys on the command line win key by key, and `data=NAME` or `experiment=`
 takes the data section from the command line alone. Images are preprocessed as the export
@@ -35,7 +37,7 @@ from omegaconf import DictConfig
 
 from inverse_detr.analysis.color import prototype_hues
 from inverse_detr.analysis.report import write_report
-from inverse_detr.analysis.setup import Setup, prepare
+from inverse_detr.analysis.setup import Setup, chain_label, prepare
 from inverse_detr.analysis.suite import Result, run_analyses, save_outputs, scalars
 from inverse_detr.cli.device import inference_device
 from inverse_detr.cli.shell import run_command
@@ -74,8 +76,7 @@ def train_prototypes(cfg: DictConfig, setup: Setup) -> dict[int, float]:
 def output_dir(cfg: DictConfig) -> Path:
     if cfg.analysis.out:
         return Path(cfg.analysis.out).expanduser()
-    ckpt = Path(cfg.analysis.ckpt).expanduser()
-    name = ckpt.parent.name if ckpt.name == "export" else ckpt.name
+    name = chain_label(str(Path(cfg.analysis.ckpt).expanduser()))
     return Path(cfg.out_dir).expanduser() / f"analysis-{name}"
 
 

@@ -8,7 +8,7 @@ from inverse_detr.config.schema import ANALYSES, FILTERS, ConfigError
 
 # analyses outside the default set (schema's ANALYSES), run only when named:
 # analyses=[grayscale,errors] (inverse_detr/analysis/suite.py EXTRA_ANALYSES)
-EXTRA_ANALYSES = ("grayscale", "errors")
+EXTRA_ANALYSES = ("grayscale", "errors", "chains")
 
 CHOICES = {
     "mode": ("inversion", "joint", "detection"),
@@ -52,7 +52,12 @@ def validate(cfg: DictConfig) -> None:
             f"'inverse.stages' must be [backbone, encoder, decoder], got {list(cfg.inverse.stages)}"
         )
     _check_list(cfg, "analysis.analyses", (*ANALYSES, *EXTRA_ANALYSES))
-    _check_list(cfg, "analysis.callback_analyses", (*ANALYSES, *EXTRA_ANALYSES))
+    _check_list(cfg, "analysis.callback_analyses", (*ANALYSES, *EXTRA_ANALYSES[:2]))
+    if "chains" in cfg.analysis.analyses and not cfg.analysis.compare:
+        raise ConfigError(
+            "config key 'analysis.analyses' has chains: name the chains to compare with "
+            "analysis.compare=[<export or run>, ...]"
+        )
     _check_filters(cfg)
     if not 0.0 <= cfg.analysis.min_area <= 1.0:
         raise ConfigError(

@@ -188,7 +188,7 @@ class AnalysisConfig:
     """`python -m inverse_detr.analyze` and the analysis callbacks of training runs."""
 
     ckpt: str = "checkpoints/shapes-inverse"  # analyze: an export, or a run folder with export/
-    # default: ANALYSES; grayscale and errors run when named (config/checks.py EXTRA_ANALYSES)
+    # default: ANALYSES; grayscale, errors and chains run when named (checks.py EXTRA_ANALYSES)
     analyses: list[str] = field(default_factory=lambda: list(ANALYSES))
     images: int = 64  # a seeded fixed subset of the val split (seed: the top-level seed)
     batch_size: int = 16
@@ -196,6 +196,8 @@ class AnalysisConfig:
     categories: list[int] = field(default_factory=list)  # colour: ids to recolour ([]: all)
     min_area: float = 0.3  # colour: objects whose mask covers ≥ this share of the image
     out: str = ""  # analyze's output folder; empty: <out_dir>/analysis-<ckpt folder name>
+    # chains: the other exports (or run folders) compared with `ckpt` on the same images
+    compare: list[str] = field(default_factory=list)
     every_n_epochs: int = 1  # training: run the analyses every N validation epochs (0: off)
     # training: which analyses, on how many val images (colour costs 7 forward passes per image)
     callback_analyses: list[str] = field(default_factory=lambda: ["stages", "cross_layer"])
