@@ -167,3 +167,14 @@ def test_an_end_to_end_chain_keeps_the_checkpoint_with_the_best_decoder_image(
     (key,) = [k for k in state if k.startswith("ModelCheckpoint")]
     assert state[key]["monitor"] == "val/decoder/image_mse"
     assert 0 < state[key]["best_model_score"] < 1  # an image MSE in [0, 1] pixels
+
+
+def test_a_resumed_csv_run_keeps_the_metrics_of_its_first_part(tiny_overrides, tmp_path):
+    overrides = [o for o in tiny_overrides if not o.startswith(("trainer.fast_dev_run", "logger"))]
+    overrides += ["logger=csv", "trainer.max_epochs=5", "trainer.limit_val_batches=1"]
+    first = run(load_config([*overrides, "trainer.max_steps=2"])).run_dir / "csv"
+    before = (first / "metrics.csv").read_text()
+    assert "val/loss" in before
+    run(load_config([*overrides, "trainer.max_steps=4", "resume=last"]))
+    assert (first / "metrics.part-1.csv").read_text() == before  # Lightning would delete it
+    assert "val/loss" in (first / "metrics.csv").read_text()  # and the second part beside it

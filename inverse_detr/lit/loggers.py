@@ -25,12 +25,25 @@ def build_logger(kind: str, run_dir: Path, project: str, name: str) -> Logger | 
     if kind == "none":
         return None
     if kind == "csv":
+        keep_csv_history(run_dir / "csv")
         return CSVLogger(run_dir, name="csv", version="")
     if kind == "wandb":
         offline = "WANDB_MODE" not in os.environ and not wandb_logged_in()
         run_dir.mkdir(parents=True, exist_ok=True)
         return WandbLogger(project=project, name=name, save_dir=str(run_dir), offline=offline)
     raise ValueError(f"unknown logger {kind!r}; allowed: wandb, csv, none")
+
+
+def keep_csv_history(csv_dir: Path) -> Path | None:
+    """Lightning's CSVLogger deletes an existing `metrics.csv` (a resumed run would lose every
+    epoch before it): move it to the next free `metrics.part-N.csv` first. Returns that path."""
+    metrics = csv_dir / "metrics.csv"
+    if not metrics.is_file():
+        return None
+    n = 1
+    while (kept := csv_dir / f"metrics.part-{n}.csv").exists():
+        n += 1
+    return metrics.rename(kept)
 
 
 def finish_logger(logger: Logger | None) -> None:
