@@ -13,11 +13,12 @@ CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 # the classic detectors shipped in checkpoints/, each re-measured against its README's bars
 CLASSIC = ("shapes-retinanet", "shapes-fcos", "shapes-faster-rcnn", "shapes-mask-rcnn")
 MB = 1024 * 1024
+DEEP = ("shapes-detr-6x6", "shapes-inverse-6x6")  # the 6 + 6-layer DETR and its chain
 
 
 def test_every_shipped_checkpoint_is_re_measured_and_the_folder_fits_its_budget():
     shipped = {p.name for p in CHECKPOINTS.iterdir() if p.is_dir()}
-    assert shipped == {"shapes-detr", "shapes-inverse", *CLASSIC}
+    assert shipped == {"shapes-detr", "shapes-inverse", *DEEP, *CLASSIC}
     total = sum(f.stat().st_size for f in CHECKPOINTS.rglob("*") if f.is_file())
     assert total <= 48 * MB  # the working tree must stay copyable to a GPU machine
     for name in CLASSIC:
@@ -25,11 +26,12 @@ def test_every_shipped_checkpoint_is_re_measured_and_the_folder_fits_its_budget(
 
 
 @pytest.mark.slow
-def test_shipped_detector_reaches_its_stated_ap():
+@pytest.mark.parametrize("name", ["shapes-detr", "shapes-detr-6x6"])
+def test_shipped_detector_reaches_its_stated_ap(name):
     """Re-measured from the stored fp16 weights on the default (planted) world's val split."""
-    cfg = load_config(["model=checkpoints/shapes-detr", "data.num_workers=0"])
+    cfg = load_config([f"model=checkpoints/{name}", "data.num_workers=0"])
     result, names = evaluate(cfg)
-    assert result.box.ap50 >= 0.85 and result.box.ap >= 0.5  # checkpoints/shapes-detr/README.md
+    assert result.box.ap50 >= 0.85 and result.box.ap >= 0.5  # checkpoints/<name>/README.md
     assert set(names.values()) >= {"circle", "square", "triangle", "star", "ring", "cross"}
     assert set(result.by_size) == {"small", "medium", "large"}
 
@@ -47,9 +49,11 @@ def test_shipped_classic_detector_reaches_its_stated_ap(name):
 
 
 @pytest.mark.slow
-def test_shipped_inverse_modules_beat_the_mean_image(shapes_val_images):
-    inverter = load_inverter(CHECKPOINTS / "shapes-inverse")
+@pytest.mark.parametrize(("name", "layers"), [("shapes-inverse", 2), ("shapes-inverse-6x6", 6)])
+def test_shipped_inverse_modules_beat_the_mean_image(shapes_val_images, name, layers):
+    inverter = load_inverter(CHECKPOINTS / name)
     assert inverter.spec.stages == ("backbone", "encoder", "decoder", "head")
+    assert inverter.detr.config.encoder_layers == inverter.detr.config.decoder_layers == layers
     images = shapes_val_images
     baseline = ((images - images.mean(0, keepdim=True)) ** 2).mean()
     for stage in ("backbone", "encoder"):
