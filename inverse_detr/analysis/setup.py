@@ -46,9 +46,12 @@ def prepare(cfg: DictConfig, device: torch.device | str = "cpu") -> Setup:
         name=chain_label(cfg.analysis.ckpt),
     )
     if "chains" in cfg.analysis.analyses:
-        options.others = {
-            chain_label(c): load_inverter(c, device=device) for c in cfg.analysis.compare
-        }
+        for ckpt in cfg.analysis.compare:
+            label, n = chain_label(ckpt), 1
+            while label in {options.name, *options.others}:  # two folders of the same name
+                n += 1
+                label = f"{chain_label(ckpt)} ({n})"
+            options.others[label] = load_inverter(ckpt, device=device)
     return Setup(inverter, subset, options, val.category_names())
 
 

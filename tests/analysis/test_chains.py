@@ -62,7 +62,8 @@ def test_analyze_compares_chains(tiny_inverter, other_inverter, tiny_overrides, 
         out = tmp_path / name / "export"
         exports.append(export_inverter(inv.chain, inv.spec, inv.transform, "unused", out))
     data = [o for o in tiny_overrides if o.startswith(("data.", "out_dir"))]
-    args = [f"ckpt={exports[0]}", "analyses=[chains]", f"analysis.compare=[{exports[1]}]"]
+    compare = f"analysis.compare=[{exports[1]},{exports[0]}]"  # the analysed one again too
+    args = [f"ckpt={exports[0]}", "analyses=[chains]", compare]
     detr = str(tiny_inverter.detr.name_or_path)
     for export in exports:  # record the tiny DETR the chains were built for
         record = json.loads((export / "inverter.json").read_text())
@@ -70,7 +71,7 @@ def test_analyze_compares_chains(tiny_inverter, other_inverter, tiny_overrides, 
     out = tmp_path / "report"
     assert main([*args, "analysis.images=4", f"analysis.out={out}", *data]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["chains"]["chains"]) == {"first", "second"}
+    assert set(metrics["chains"]["chains"]) == {"first", "second", "first (2)"}
     assert (out / "chains_reconstructions.png").stat().st_size > 1000
     assert "analysis/chains/second/mse_to_mean" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="analysis.compare"):
