@@ -69,7 +69,7 @@ def layer_curves(curves: dict[str, dict[int, float]], baseline: float | None = N
         ax.plot(layers, [by_layer[i] for i in layers], "o-", label=f"{name} layers")
     if baseline is not None:
         ax.axhline(baseline, color="tab:red", linestyle="--", label="mean image")
-    ax.set_xlabel("layer fed to the inverse module (encoder 0 = backbone embedding)")
+    ax.set_xlabel("layer fed to the inverse module\n(encoder 0 = backbone embedding)")
     ax.set_ylabel("MSE, [0, 1] pixels")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
