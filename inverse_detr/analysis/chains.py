@@ -24,7 +24,7 @@ from inverse_detr.analysis.subset import AnalysisError, ImageSet, embed
 if TYPE_CHECKING:
     from inverse_detr.export import Inverter
 
-INPUT = "input"  # the scores row of the images themselves (saturation only)
+INPUT = "input"  # the examples column of the images themselves
 
 
 @dataclass
@@ -90,12 +90,13 @@ def compare_chains(
     device = next(iter(inverters.values())).device
     subset = subset.to(device)
     mean_image = masked_mean_image(subset.images, subset.pixel_mask)  # (1, 3, H, W)
-    sums = {name: torch.zeros(3, dtype=torch.float64) for name in [INPUT, *inverters]}
+    sums = {name: torch.zeros(3, dtype=torch.float64) for name in inverters}
+    input_saturation = 0.0
     shown = {INPUT: subset.images[:examples].cpu()}
     chain_stage, soft = VARIANTS[stage]
     for batch in subset.chunks(batch_size, "chains" if progress else ""):
         mask = batch.pixel_mask
-        sums[INPUT][2] += saturation(batch.images, mask).double().sum().cpu()
+        input_saturation += float(saturation(batch.images, mask).double().sum())
         for name, inverter in inverters.items():
             emb = embed(inverter, batch.images.to(inverter.device), mask.to(inverter.device))
             recon = inverter.chain.reconstruct(emb, chain_stage, soft=soft).to(device)
@@ -111,4 +112,4 @@ def compare_chains(
     shown["mean image"] = mean_image.expand(len(shown[INPUT]), -1, -1, -1).cpu()
     n = len(subset)
     scores = {name: ChainScores(*(float(v) / n for v in sums[name])) for name in inverters}
-    return ChainsResult(stage, scores, float(sums[INPUT][2]) / n, n, shown)
+    return ChainsResult(stage, scores, input_saturation / n, n, shown)

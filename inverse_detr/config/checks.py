@@ -9,6 +9,8 @@ from inverse_detr.config.schema import ANALYSES, FILTERS, ConfigError
 # analyses outside the default set (schema's ANALYSES), run only when named:
 # analyses=[grayscale,errors] (inverse_detr/analysis/suite.py EXTRA_ANALYSES)
 EXTRA_ANALYSES = ("grayscale", "errors", "chains")
+# what training callbacks may run besides ANALYSES: chains needs other chains to compare with
+CALLBACK_EXTRA_ANALYSES = ("grayscale", "errors")
 
 CHOICES = {
     "mode": ("inversion", "joint", "detection"),
@@ -52,7 +54,7 @@ def validate(cfg: DictConfig) -> None:
             f"'inverse.stages' must be [backbone, encoder, decoder], got {list(cfg.inverse.stages)}"
         )
     _check_list(cfg, "analysis.analyses", (*ANALYSES, *EXTRA_ANALYSES))
-    _check_list(cfg, "analysis.callback_analyses", (*ANALYSES, *EXTRA_ANALYSES[:2]))
+    _check_list(cfg, "analysis.callback_analyses", (*ANALYSES, *CALLBACK_EXTRA_ANALYSES))
     if "chains" in cfg.analysis.analyses and not cfg.analysis.compare:
         raise ConfigError(
             "config key 'analysis.analyses' has chains: name the chains to compare with "

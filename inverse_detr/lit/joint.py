@@ -19,7 +19,7 @@ from inverse_detr.data.batch import Batch
 from inverse_detr.detectors.detr import detection_loss, detr_predictions, forward_embeddings
 from inverse_detr.inverse.chain import InverseChain
 from inverse_detr.inverse.embeddings import ForwardEmbeddings
-from inverse_detr.inverse.losses import Pixels
+from inverse_detr.inverse.losses import Pixels, end_to_end_loss
 from inverse_detr.lit.guards import NonFiniteGuard, zero_loss
 
 JOINT_STAGES = ("backbone", "encoder", "decoder")
@@ -90,8 +90,9 @@ class JointModule(pl.LightningModule):
         return parts
 
     def reconstruction_loss(self, batch: Batch, emb: ForwardEmbeddings) -> torch.Tensor:
-        image = self.chain.reconstruct(emb, "decoder")  # (B, 3, H, W) in [0, 1]
-        return Pixels(batch.pixel_values, batch.pixel_mask, self.mean, self.std).loss(image)
+        """L_rec: the same image loss from the decoder embedding as inverse.objective=end_to_end."""
+        pixels = Pixels(batch.pixel_values, batch.pixel_mask, self.mean, self.std)
+        return end_to_end_loss(self.chain, emb, pixels)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if len(batch) == 0:
