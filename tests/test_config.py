@@ -57,6 +57,7 @@ def test_model_shorthand_names_a_directory_or_hub_id():
         (["analysis.filters=[red,red]"], r"'analysis.filters' is \['red', 'red'\]; .*distinct"),
         (["analysis.filters=[none,pink]"], r"'analysis.filters' has \['pink'\]; allowed: none"),
         (["analysis.batch_size=0"], r"'analysis.batch_size' must be ≥ 1, got 0"),
+        (["inverse.backbone_refine=-1"], r"'inverse.backbone_refine' must be ≥ 0, got -1"),
         (["inverse.objective=joint"], r"'inverse.objective' is 'joint'; allowed: stagewise"),
         # the default stages include the head, which end to end from the decoder never reaches
         (["inverse.objective=end_to_end"], r"must be \[backbone, encoder, decoder\], got \["),

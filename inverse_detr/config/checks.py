@@ -70,6 +70,10 @@ def validate(cfg: DictConfig) -> None:
     for lam in [cfg.joint.lam, *cfg.sweep.lambdas]:
         if not 0.0 <= lam <= 1.0:
             raise ConfigError(f"λ must lie in [0, 1] (joint.lam / sweep.lambdas), got {lam}")
+    if cfg.inverse.backbone_refine < 0:
+        raise ConfigError(
+            f"config key 'inverse.backbone_refine' must be ≥ 0, got {cfg.inverse.backbone_refine}"
+        )
     for key in ("data.batch_size", "layout.batch_size", "analysis.batch_size"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must be ≥ 1, got {OmegaConf.select(cfg, key)}")

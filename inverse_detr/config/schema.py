@@ -107,6 +107,7 @@ class InverseConfig:
     backbone_hidden: list[int] = field(default_factory=lambda: [2048, 1792, 1536])
     backbone_up: list[int] = field(default_factory=list)  # empty: reference widths for the stride
     backbone_linear_width: int = 256
+    backbone_refine: int = 0  # conv: extra 3×3 layers after each upsampling; 0: the paper's stack
     layers: int = 0  # inverse encoder/decoder layers; 0: as many as the DETR's
     heads: int = 0  # 0: as the DETR's
     ffn_dim: int = 0  # 0: as the DETR's

@@ -90,6 +90,7 @@ def chain_spec(inverse: DictConfig, detr: DetrForObjectDetection) -> ChainSpec:
         backbone_hidden=tuple(inverse.backbone_hidden),
         backbone_up=tuple(inverse.backbone_up),
         backbone_linear_width=inverse.backbone_linear_width,
+        backbone_refine=inverse.backbone_refine,
         encoder_layers=inverse.layers or config.encoder_layers,
         encoder_heads=inverse.heads or config.encoder_attention_heads,
         encoder_ffn=inverse.ffn_dim or config.encoder_ffn_dim,

@@ -15,7 +15,8 @@ class InverseBackbone(nn.Module):
     """Reconstructs the image from DETR's backbone embedding (the encoder's input).
 
     kind "conv" (the paper's stack): ConvT 1×1 d→hidden[0], ConvT 3×3 through `hidden`,
-    log2(stride) ConvT 3×3 stride-2 layers through `up` (each doubles the resolution), ConvT 3×3
+    log2(stride) ConvT 3×3 stride-2 layers through `up` (each doubles the resolution), each
+    followed by `refine` ConvT 3×3 at its width and resolution (0: the paper's stack), ConvT 3×3
     up[-1]→3; BatchNorm + ReLU between layers; sigmoid.
     kind "linear" (the reference code's light variant): four 1×1 ConvT of `linear_width` + ReLU,
     then one ConvT with kernel = stride = `stride` to 3 channels; sigmoid.
@@ -29,17 +30,20 @@ class InverseBackbone(nn.Module):
         hidden: Sequence[int] = (2048, 1792, 1536),
         up: Sequence[int] = (1024, 512, 256, 128, 64),
         linear_width: int = 256,
+        refine: int = 0,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown InverseBackbone kind {kind!r}; allowed: {', '.join(KINDS)}")
         if stride < 1:
             raise ValueError(f"stride must be a positive integer, got {stride}")
+        if refine < 0:
+            raise ValueError(f"refine must be ≥ 0, got {refine}")
         self.d_model = d_model
         self.stride = stride
         self.kind = kind
         if kind == "conv":
-            self.layers = _conv_stack(d_model, stride, tuple(hidden), tuple(up))
+            self.layers = _conv_stack(d_model, stride, tuple(hidden), tuple(up), refine)
             # convolutions follow their weights' memory format; channels_last made the stack
             # faster on the CPU (fp32 7.1 → 6.3 s, bf16 7.5 → 3.1 s at R50 sizes, BENCHMARKS.md)
             self.layers.to(memory_format=torch.channels_last)
@@ -64,7 +68,7 @@ class InverseBackbone(nn.Module):
 
 
 def _conv_stack(
-    d_model: int, stride: int, hidden: tuple[int, ...], up: tuple[int, ...]
+    d_model: int, stride: int, hidden: tuple[int, ...], up: tuple[int, ...], refine: int = 0
 ) -> nn.Sequential:
     if not hidden:
         raise ValueError("hidden must name at least one width for kind 'conv'")
@@ -79,10 +83,9 @@ def _conv_stack(
     convs = [nn.ConvTranspose2d(d_model, hidden[0], kernel_size=1)]
     convs += [nn.ConvTranspose2d(i, o, kernel_size=3, padding=1) for i, o in pairwise(hidden)]
     widths = (hidden[-1], *up)
-    convs += [
-        nn.ConvTranspose2d(i, o, kernel_size=3, stride=2, padding=1, output_padding=1)
-        for i, o in pairwise(widths)
-    ]
+    for i, o in pairwise(widths):
+        convs.append(nn.ConvTranspose2d(i, o, kernel_size=3, stride=2, padding=1, output_padding=1))
+        convs += [nn.ConvTranspose2d(o, o, kernel_size=3, padding=1) for _ in range(refine)]
     convs.append(nn.ConvTranspose2d(widths[-1], 3, kernel_size=3, padding=1))
     return _interleave(convs, batch_norm=True)
 

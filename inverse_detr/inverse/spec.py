@@ -40,6 +40,7 @@ class ChainSpec:
     backbone_hidden: tuple[int, ...] = (2048, 1792, 1536)
     backbone_up: tuple[int, ...] = ()  # empty: reference_up(stride)
     backbone_linear_width: int = 256
+    backbone_refine: int = 0  # extra 3×3 layers after each upsampling (0: the paper's stack)
     encoder_layers: int = 6
     encoder_heads: int = 8
     encoder_ffn: int = 2048
@@ -79,6 +80,7 @@ def build_chain(spec: ChainSpec) -> InverseChain:
             spec.backbone_hidden,
             spec.backbone_up or reference_up(spec.stride),
             spec.backbone_linear_width,
+            spec.backbone_refine,
         ),
         "encoder": lambda: InverseEncoder(
             spec.d_model, spec.encoder_heads, spec.encoder_layers, spec.encoder_ffn

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 from torch import nn
@@ -93,6 +95,20 @@ def test_backbone_channels_last() -> None:
     assert torch.allclose(module(tokens, (2, 2)), expected, atol=1e-6)
 
 
+def test_backbone_refine_adds_layers_at_every_resolution() -> None:
+    """refine=2: two more 3×3 ConvT after each of the log2(16) = 4 upsamplings, same output."""
+    plain, refined = tiny_backbone(16), InverseBackbone(D, 16, hidden=(8, 6), up=(4,) * 4, refine=2)
+
+    def convs(module: InverseBackbone) -> list[nn.ConvTranspose2d]:
+        return [m for m in module.layers if isinstance(m, nn.ConvTranspose2d)]
+
+    assert len(convs(refined)) == len(convs(plain)) + 2 * 4
+    tokens = torch.randn(2, 6, D)
+    assert refined(tokens, (2, 3)).shape == plain(tokens, (2, 3)).shape == (2, 3, 32, 48)
+    ups = [i for i, c in enumerate(convs(refined)) if c.stride == (2, 2)]
+    assert [b - a for a, b in pairwise(ups)] == [3, 3, 3]  # up, refine, refine, up, ...
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -100,6 +116,7 @@ def test_backbone_channels_last() -> None:
         ({"stride": 32, "up": (4, 4, 4, 4)}, r"len\(up\) = 4 .* log2\(stride\) = 5"),
         ({"stride": 24, "up": (4, 4, 4, 4)}, "power of two.*24"),
         ({"hidden": ()}, "hidden"),
+        ({"refine": -1}, "refine"),
     ],
 )
 def test_backbone_rejects_bad_config(kwargs: dict, match: str) -> None:
