@@ -1,5 +1,6 @@
-"""Report sections and logger scalars of the grayscale and detection-error analyses (the suite
-calls these beside its own sections for the stage, cross-layer and colour analyses)."""
+"""Report sections and logger scalars of the grayscale, detection-error, chains and spectrum
+analyses (the suite calls these beside its own sections for the stage, cross-layer and colour
+analyses)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from inverse_detr.analysis.chains import ChainsResult
 from inverse_detr.analysis.detection_errors import GROUPS, ErrorsResult
 from inverse_detr.analysis.grayscale import INPUTS, GrayscaleResult
 from inverse_detr.analysis.report import Section, Table
+from inverse_detr.analysis.spectrum import SpectrumResult
 
 INPUT_ROW = "input"  # the hue tables' row for the original colour image
 
@@ -203,4 +205,37 @@ def chains_section(result: ChainsResult, out: Path) -> Section:
         "to the mean); saturation: HSV, mean over the image (low: greyer).",
         [Table(["chain", "MSE to image", "MSE to mean image", "saturation"], rows)],
         [_save(grid, out / "chains_reconstructions.png")],
+    )
+
+
+def spectrum_scalars(result: SpectrumResult) -> dict[str, float]:
+    """`analysis/<stage>/spectrum_error_band<i>` numbers, band 0 the lowest frequencies."""
+    return {
+        f"analysis/{stage}/spectrum_error_band{i}": value
+        for stage, bands in result.error.items()
+        for i, value in enumerate(bands)
+    }
+
+
+def spectrum_section(result: SpectrumResult, out: Path) -> Section:
+    power = [[stage, *bands, sum(bands)] for stage, bands in result.error.items()]
+    power.append(["(the images around their mean: the baseline)", *result.image, sum(result.image)])
+    kept = [[stage, *result.kept(stage)] for stage in result.error]
+    bars = plots.grouped_bars(
+        {label: {s: result.kept(s)[i] for s in result.error} for i, label in
+         enumerate(result.labels)},
+        "share of the image's power kept",
+        "what each stage reconstructs, by period (1 − error power / image power)",
+    )  # fmt: skip
+    return Section(
+        "Reconstruction error by spatial frequency",
+        f"{result.images} images. The error of each stage's reconstruction split into radial "
+        f"frequency bands (by period in pixels; stride {result.stride}, so periods under "
+        f"{2 * result.stride} px are finer than the token grid). The bands add up to the stage's "
+        "MSE in [0, 1] pixels; the last row is the error of the mean-image baseline.",
+        [
+            Table(["stage", *result.labels, "total (MSE)"], power),
+            Table(["stage (share kept)", *result.labels], kept),
+        ],
+        [_save(bars, out / "spectrum_kept.png")],
     )

@@ -26,7 +26,10 @@ from inverse_detr.analysis.sections import (
     errors_section,
     grayscale_scalars,
     grayscale_section,
+    spectrum_scalars,
+    spectrum_section,
 )
+from inverse_detr.analysis.spectrum import SpectrumResult, spectrum_analysis
 from inverse_detr.analysis.stages import SCORES, StagesResult, stage_analysis
 from inverse_detr.analysis.subset import ImageSet
 from inverse_detr.data.recolor import FILTERS
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
 
 ANALYSES = ("stages", "cross_layer", "color")  # the default set
 # run only when named (analyses=[grayscale,errors]); config/checks.py accepts the same names
-EXTRA_ANALYSES = ("grayscale", "errors", "chains")
+EXTRA_ANALYSES = ("grayscale", "errors", "chains", "spectrum")
 RECOLOURING = ("red", "green", "blue", "shift120", "shift240")  # filters that set a new hue
 
 
@@ -57,7 +60,13 @@ class Options:
 
 
 Result = (
-    StagesResult | CrossLayerResult | ColorResult | GrayscaleResult | ErrorsResult | ChainsResult
+    StagesResult
+    | CrossLayerResult
+    | ColorResult
+    | GrayscaleResult
+    | ErrorsResult
+    | ChainsResult
+    | SpectrumResult
 )
 
 
@@ -90,6 +99,8 @@ def run_analyses(
         elif name == "chains":
             chains = {options.name: inverter, **options.others}
             results[name] = compare_chains(chains, subset, None, options.batch_size, 6, progress)
+        elif name == "spectrum":
+            results[name] = spectrum_analysis(inverter, subset, None, options.batch_size, progress)
         else:
             known = ", ".join((*ANALYSES, *EXTRA_ANALYSES))
             raise ValueError(f"unknown analysis {name!r}; expected one of {known}")
@@ -122,6 +133,8 @@ def scalars(results: dict[str, Result]) -> dict[str, float]:
         out |= errors_scalars(errors)
     if chains := results.get("chains"):
         out |= chains_scalars(chains)
+    if spectrum := results.get("spectrum"):
+        out |= spectrum_scalars(spectrum)
     return out
 
 
@@ -150,6 +163,8 @@ def save_outputs(
         sections.append(errors_section(errors, out_dir))
     if chains := results.get("chains"):
         sections.append(chains_section(chains, out_dir))
+    if spectrum := results.get("spectrum"):
+        sections.append(spectrum_section(spectrum, out_dir))
     record = {name: result.to_dict() for name, result in results.items()}
     (out_dir / "metrics.json").write_text(json.dumps(_finite(record), indent=2))
     return sections

@@ -189,7 +189,7 @@ class AnalysisConfig:
     """`python -m inverse_detr.analyze` and the analysis callbacks of training runs."""
 
     ckpt: str = "checkpoints/shapes-inverse"  # analyze: an export, or a run folder with export/
-    # default: ANALYSES; grayscale, errors and chains run when named (checks.py EXTRA_ANALYSES)
+    # default: ANALYSES; the rest run when named (config/checks.py EXTRA_ANALYSES)
     analyses: list[str] = field(default_factory=lambda: list(ANALYSES))
     images: int = 64  # a seeded fixed subset of the val split (seed: the top-level seed)
     batch_size: int = 16

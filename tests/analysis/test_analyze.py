@@ -70,6 +70,16 @@ def test_analyze_runs_only_the_chosen_analyses(tiny_export, data_overrides, tmp_
     assert not (out / "stage_mse.png").exists()
 
 
+def test_analyze_writes_the_spectrum(tiny_export, data_overrides, tmp_path):
+    out = tmp_path / "report"
+    args = [f"ckpt={tiny_export}", "analyses=[spectrum]", f"analysis.out={out}"]
+    assert main([*args, "analysis.images=2", *data_overrides]) == 0
+    record = json.loads((out / "metrics.json").read_text())["spectrum"]
+    assert set(record["error_power"]) == {"backbone", "encoder", "decoder", "head"}
+    assert (out / "spectrum_kept.png").exists()
+    assert "Reconstruction error by spatial frequency" in (out / "report.html").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
