@@ -38,6 +38,34 @@ def test_subset_of_stages_trains_and_exports_only_those(tiny_overrides, tmp_path
     assert {k.split(".")[0] for k in weights} == {"encoder", "backbone"}
 
 
+def test_a_run_can_start_from_the_modules_of_an_earlier_one(tiny_overrides, tmp_path):
+    """inverse.init: the earlier export's modules and sizes (learning rate 0 keeps them)."""
+    assert main([*tiny_overrides, "run_name=first", "inverse.stages=[encoder,backbone]"]) == 0
+    first = tmp_path / "runs" / "first"
+    args = [
+        *tiny_overrides,
+        "run_name=second",
+        f"inverse.init={first}",
+        "inverse.stages=[encoder]",
+        "inverse.lr.encoder=0",
+        "inverse.backbone_hidden=[4]",  # not read: the sizes are the export's
+    ]
+    assert main(args) == 0
+    before = load_file(first / "export" / "inverse.safetensors")
+    after = load_file(tmp_path / "runs" / "second" / "export" / "inverse.safetensors")
+    assert set(after) == {k for k in before if k.startswith("encoder.")}
+    assert all(torch.equal(before[k], after[k]) for k in after)
+    # a stage the export does not hold is a one-line error naming the key
+    result = subprocess.run(
+        [sys.executable, "-m", "inverse_detr.train", *tiny_overrides, "run_name=third",
+         f"inverse.init={first}", "inverse.stages=[encoder,decoder]"],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith("has no inverse decoder; the run "
+                                                           "trains encoder, decoder")  # fmt: skip
+
+
 def test_csv_logger_records_per_stage_losses(tiny_overrides, tmp_path):
     overrides = [o for o in tiny_overrides if not o.startswith(("logger", "trainer.fast"))]
     run_dir = run(

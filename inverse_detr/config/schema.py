@@ -119,6 +119,9 @@ class InverseConfig:
     # stagewise: each module against its stage's true input | end_to_end: the chain
     # decoder → encoder → backbone by one image loss (stages must be those three)
     objective: str = "stagewise"
+    # an export or run folder: start from its trained modules (their sizes; the backbone_*,
+    # layers, heads, ffn_dim, head_* keys are not read), e.g. a second schedule after a first
+    init: str = ""
 
 
 @dataclass

@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 from transformers import DetrForObjectDetection
 
 from inverse_detr.detectors.detr import image_normalization
+from inverse_detr.inverse.chain import InverseChain
 from inverse_detr.inverse.spec import ChainSpec, build_chain
 from inverse_detr.lit.cache import EmbeddingCache
 from inverse_detr.lit.inversion import InversionModule
@@ -18,13 +19,15 @@ def build_inversion_module(
     spec: ChainSpec,
     compile: bool | None = None,
     cache: EmbeddingCache | None = None,
+    chain: InverseChain | None = None,
 ) -> InversionModule:
     """The module `python -m inverse_detr.train` trains (the benchmark times the same one);
-    compile: overrides `cfg.trainer.compile`; cache: the run's embedding cache, if any."""
+    compile: overrides `cfg.trainer.compile`; cache: the run's embedding cache, if any;
+    chain: trained modules to start from (default: `build_chain(spec)`, random)."""
     mean, std = image_normalization(cfg.model.name)
     return InversionModule(
         detr,
-        build_chain(spec),
+        chain if chain is not None else build_chain(spec),
         mean,
         std,
         lr=dict(cfg.inverse.lr),

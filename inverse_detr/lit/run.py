@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -80,11 +80,15 @@ def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
     if detr_name == "random":  # keep the exact random DETR, so the export can be reloaded
         detr_name = "detr"
         _on_rank_zero(detr.save_pretrained, run_dir / "export" / "detr")
-    spec = chain_spec(cfg.inverse, detr)
+    chain = None
+    if cfg.inverse.init:
+        chain, spec = _loaded_chain(cfg.inverse.init, detr, cfg.inverse.stages, "inverse.init")
+    else:
+        spec = chain_spec(cfg.inverse, detr)
     wanted, why = cache_wanted(cfg)
     cache = EmbeddingCache.from_config(cfg, run_dir) if wanted else None
     log.info("embedding cache %s: %s", "on" if wanted else "off", why)
-    module = build_inversion_module(cfg, detr, spec, cache=cache)
+    module = build_inversion_module(cfg, detr, spec, cache=cache, chain=chain)
     transform = build_transform(cfg.data, cfg.model.name)
 
     def finish(out: Path) -> None:
@@ -105,7 +109,7 @@ def _joint_job(cfg: DictConfig, run_dir: Path) -> Job:
     if j.backbone_bf16:
         autocast_backbone(detr)
     if j.init_inverse:
-        chain, spec = _joint_chain(j.init_inverse, detr)
+        chain, spec = _loaded_chain(j.init_inverse, detr, JOINT_STAGES, "joint.init_inverse")
     else:
         spec = replace(chain_spec(cfg.inverse, detr), stages=JOINT_STAGES)
         chain = build_chain(spec)
@@ -177,19 +181,21 @@ def _classic_detector(cfg: DictConfig) -> ClassicDetector:
     return ClassicDetector(build_classic(spec), spec)
 
 
-def _joint_chain(export: str, detr) -> tuple[InverseChain, ChainSpec]:
-    """The trained inverse modules joint mode goes on with: only the stages it trains (an
-    export's inverse head would sit in the optimiser without ever getting a gradient)."""
+def _loaded_chain(
+    export: str, detr, stages: Sequence[str], key: str
+) -> tuple[InverseChain, ChainSpec]:
+    """The trained inverse modules of `export` a run goes on with, only `stages` of them (a
+    module it does not train would sit in the optimiser without ever getting a gradient)."""
     loaded = load_inverter(export, detr=detr)
-    missing = [s for s in JOINT_STAGES if s not in loaded.spec.stages]
+    missing = [s for s in stages if s not in loaded.spec.stages]
     if missing:
         raise ConfigError(
-            f"joint.init_inverse={export} has no inverse {', '.join(missing)}; joint mode "
-            f"trains {', '.join(JOINT_STAGES)}"
+            f"{key}={export} has no inverse {', '.join(missing)}; the run trains "
+            f"{', '.join(stages)}"
         )
-    for stage in set(loaded.spec.stages) - set(JOINT_STAGES):
+    for stage in set(loaded.spec.stages) - set(stages):
         setattr(loaded.chain, stage, None)
-    return loaded.chain, replace(loaded.spec, stages=JOINT_STAGES)
+    return loaded.chain, replace(loaded.spec, stages=tuple(stages))
 
 
 @dataclass
