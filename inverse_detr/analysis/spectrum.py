@@ -23,6 +23,7 @@ import torch
 from inverse_detr.analysis.metrics import masked_mean_image
 from inverse_detr.analysis.stages import VARIANTS, available_stages
 from inverse_detr.analysis.subset import ImageSet, embed
+from inverse_detr.detectors.detr import backbone_stride
 
 if TYPE_CHECKING:
     from inverse_detr.export import Inverter
@@ -102,7 +103,7 @@ def spectrum_analysis(
     """Error power per frequency band of the reconstructions from each stage (default: the
     chain's stages but head_soft) of every image of `subset`."""
     stages = stages or [s for s in available_stages(inverter.chain) if s != "head_soft"]
-    stride = inverter.spec.stride
+    stride = backbone_stride(inverter.detr)  # training callbacks' inverters carry no spec
     subset = subset.to(inverter.device)
     mean_image = masked_mean_image(subset.images, subset.pixel_mask)
     sums = {name: 0.0 for name in ("image", *stages)}

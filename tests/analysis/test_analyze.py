@@ -149,7 +149,7 @@ def test_training_runs_the_analysis_callback(tiny_overrides):
             "trainer.limit_val_batches=1",
             "analysis.every_n_epochs=2",
             "analysis.callback_images=3",
-            "analysis.callback_analyses=[stages,cross_layer,color]",
+            "analysis.callback_analyses=[stages,cross_layer,color,spectrum]",
         ]
     )
     run_dir = run(cfg).run_dir
@@ -158,7 +158,13 @@ def test_training_runs_the_analysis_callback(tiny_overrides):
     epoch = run_dir / "analysis" / "epoch-001"
     assert (epoch / "report.html").is_file() and {p.name for p in epoch.glob("*.png")} >= FIGURES
     header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-    for key in ("analysis/backbone/mse", "analysis/encoder_layer0/mse", "analysis/color_ap/red"):
+    assert (epoch / "spectrum_kept.png").is_file()
+    for key in (
+        "analysis/backbone/mse",
+        "analysis/encoder_layer0/mse",
+        "analysis/color_ap/red",
+        "analysis/backbone/spectrum_error_band4",
+    ):
         assert key in header
 
 
