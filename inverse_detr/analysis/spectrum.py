@@ -47,7 +47,7 @@ def band_labels(stride: int) -> list[str]:
 
 
 def band_power(error: torch.Tensor, pixel_mask: torch.Tensor, stride: int) -> torch.Tensor:
-    """error: (B, C, H, W) (zero where padded is enforced here); pixel_mask: (B, H, W), 1 = real
+    """error: (B, C, H, W), set to zero here where padded; pixel_mask: (B, H, W), 1 = real
     pixel → (B, len(BAND_EDGES)) power per band, per real value: summed over bands it equals
     `metrics.image_mse` of the error."""
     weight = pixel_mask.unsqueeze(1).to(error.dtype)  # (B, 1, H, W)
@@ -57,8 +57,9 @@ def band_power(error: torch.Tensor, pixel_mask: torch.Tensor, stride: int) -> to
     fx = torch.fft.fftfreq(width, device=error.device, dtype=torch.float64)
     radius = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2) * (2 * stride)  # in units of ν
     band = torch.bucketize(radius, torch.tensor(BAND_EDGES[1:], dtype=torch.float64), right=True)
-    per_band = torch.zeros(error.shape[0], len(BAND_EDGES), dtype=torch.float64)
-    per_band = per_band.to(error.device)
+    per_band = torch.zeros(
+        error.shape[0], len(BAND_EDGES), dtype=torch.float64, device=error.device
+    )
     per_band.index_add_(1, band.flatten(), spectrum.sum(1).flatten(1))
     values = (weight.sum((1, 2, 3)) * error.shape[1]).clamp_min(1.0).double()  # (B,)
     return (per_band / (height * width) / values[:, None]).float()
@@ -106,15 +107,15 @@ def spectrum_analysis(
     stride = backbone_stride(inverter.detr)  # training callbacks' inverters carry no spec
     subset = subset.to(inverter.device)
     mean_image = masked_mean_image(subset.images, subset.pixel_mask)
-    sums = {name: 0.0 for name in ("image", *stages)}
+    sums = {name: torch.zeros(len(BAND_EDGES), dtype=torch.float64) for name in ("image", *stages)}
     for batch in subset.chunks(batch_size, "spectrum" if progress else ""):
         mask = batch.pixel_mask
-        sums["image"] += band_power(batch.images - mean_image, mask, stride).sum(0)
+        sums["image"] += band_power(batch.images - mean_image, mask, stride).sum(0).cpu()
         emb = embed(inverter, batch.images, mask)
         for name in stages:
             stage, soft = VARIANTS[name]
             recon = inverter.chain.reconstruct(emb, stage, soft=soft)
-            sums[name] += band_power(recon - batch.images, mask, stride).sum(0)
+            sums[name] += band_power(recon - batch.images, mask, stride).sum(0).cpu()
     n = len(subset)
     means = {name: (value / n).tolist() for name, value in sums.items()}
     image = means.pop("image")
