@@ -77,13 +77,21 @@ def is_inverter(path: str | Path) -> bool:
     return True
 
 
-def ship_inverter(source: str | Path, target: Path, fp16: bool = True) -> Path:
+def ship_inverter(
+    source: str | Path,
+    target: Path,
+    fp16: bool = True,
+    state: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Copy the export at `source` (or `source/export`) to `target`, its weights as fp16
     safetensors when `fp16` (half the size; `load_inverter` loads them back as float32). The
-    recorded DETR is rewritten so that it still resolves from `target`. Returns `target`."""
+    recorded DETR is rewritten so that it still resolves from `target`. `state`: weights of the
+    same architecture to store instead of the export's own (e.g. averaged ones). Returns
+    `target`."""
     export_dir = _export_dir(Path(source))
     record = _read_record(export_dir)
-    state = _read_weights(export_dir)
+    state = _read_weights(export_dir) if state is None else state
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     target.mkdir(parents=True, exist_ok=True)
     save_file(half_precision(state) if fp16 else state, str(target / WEIGHTS_FILE))
     record["detr"] = portable_detr_name(_resolve_detr(record["detr"], export_dir), target)

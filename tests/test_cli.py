@@ -16,7 +16,7 @@ from inverse_detr.cli.shell import config_groups
 REPO = Path(__file__).resolve().parents[1]
 
 
-NO_CONFIG = {"ship"}  # commands that take paths, not the training config
+NO_CONFIG = {"ship", "average"}  # commands that take paths, not the training config
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

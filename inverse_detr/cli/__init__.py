@@ -18,6 +18,7 @@ COMMANDS = {
         "where a detection's class and box evidence lies (Grad-CAM, occlusion)",
     ),
     "bench": ("bench", "time the training step, its parts and batched layout inversion"),
+    "average": ("average", "stochastic weight averaging of an inversion run's kept checkpoints"),
     "ship": ("ship", "store a trained detector (DETR or classic) for checkpoints/: fp16"),
 }
 

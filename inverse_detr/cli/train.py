@@ -5,7 +5,8 @@ mode=inversion (default) trains the inverse modules against a frozen DETR; mode=
 sweep.lambda=[...] runs one joint run per λ (see `inverse_detr.lit.sweep`). One run folder:
   config.yaml              the resolved config
   checkpoints/             last.ckpt (epoch ends, every trainer.checkpoint_every_n_steps
-                           steps, SIGTERM) and the best (val/geomean_mse; joint: val/ap50)
+                           steps, SIGTERM) and the best (val/geomean_mse; joint: val/ap50);
+                           step-<N>.ckpt every trainer.keep_every_n_steps (weights, `average`)
   export/                  inverse modules as safetensors + JSON (see `load_inverter`)
   detr/                    joint mode: the fine-tuned DETR in save_pretrained form
   reconstructions.png      input | from backbone | encoder | decoder | head

@@ -81,11 +81,11 @@ def validate(cfg: DictConfig) -> None:
     _check_attribution(cfg.attribution)
     _check_random_detr(cfg.model.random)
     _check_embedding_cache(cfg)
-    if cfg.trainer.checkpoint_every_n_steps < 0:
-        raise ConfigError(
-            "config key 'trainer.checkpoint_every_n_steps' must be ≥ 0 (0: off), got "
-            f"{cfg.trainer.checkpoint_every_n_steps}"
-        )
+    for key in ("checkpoint_every_n_steps", "keep_every_n_steps"):
+        if cfg.trainer[key] < 0:
+            raise ConfigError(
+                f"config key 'trainer.{key}' must be ≥ 0 (0: off), got {cfg.trainer[key]}"
+            )
 
 
 # layout.* keys with a lower bound: (bound, inclusive)

@@ -142,6 +142,7 @@ class TrainerConfig:
     gradient_clip_val: float = 0.0
     fast_dev_run: bool = False
     checkpoint_every_n_steps: int = 500  # also write last.ckpt every N optimiser steps; 0: off
+    keep_every_n_steps: int = 0  # keep the weights every N steps as step-<N>.ckpt (`average`)
     on_nonfinite: str = "stop"  # a NaN/inf stage loss: stop (one-line error) | skip (count it)
     # mode=inversion: keep the frozen DETR's targets per image after their first forward pass
     # and reuse them every later epoch (README "Speed"). auto: on for runs of > 1 epoch on a

@@ -56,15 +56,20 @@ class InverseBackbone(nn.Module):
         Returns (B, 3, H'·stride, W'·stride) pixels in [0, 1].
         """
         height, width = grid
-        batch, num_tokens, dim = tokens.shape
+        _, num_tokens, dim = tokens.shape
         if num_tokens != height * width or dim != self.d_model:
             raise ValueError(
                 f"tokens of shape {tuple(tokens.shape)} do not match grid {tuple(grid)} "
                 f"and d_model {self.d_model} (expected (B, {height * width}, {self.d_model}))"
             )
-        # (B, HW, d) -> (B, d, HW) -> (B, d, H', W'); reshape copies the transposed view
-        x = tokens.transpose(1, 2).reshape(batch, dim, height, width)
-        return torch.sigmoid(self.layers(x))
+        return torch.sigmoid(self.layers(token_map(tokens, grid)))
+
+
+def token_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, HW, d) tokens, row-major over grid (H', W') → (B, d, H', W'), what `layers` take."""
+    batch, _, dim = tokens.shape
+    # (B, HW, d) -> (B, d, HW) -> (B, d, H', W'); reshape copies the transposed view
+    return tokens.transpose(1, 2).reshape(batch, dim, *grid)
 
 
 def _conv_stack(

@@ -55,6 +55,17 @@ def build_trainer(
     )
     resume = ResumeCheckpoint(run_dir / "checkpoints" / "last.ckpt", t.checkpoint_every_n_steps)
     extra = [LearningRateMonitor("step")] if logger else []
+    if t.keep_every_n_steps:  # the weights along the run, for `average` (weight averaging)
+        extra.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="step-{step}",
+                every_n_train_steps=t.keep_every_n_steps,
+                save_top_k=-1,
+                save_weights_only=True,
+                auto_insert_metric_name=False,
+            )
+        )
     # the bar reads its metrics with .item(), a host sync on GPUs: refresh only as often as
     # the logger writes, so that steps in between queue without waiting for the device
     extra.append(TQDMProgressBar(refresh_rate=t.log_every_n_steps))
