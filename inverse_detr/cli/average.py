@@ -61,13 +61,17 @@ def chain_state(path: Path) -> dict[str, torch.Tensor]:
 
 def average_run(run: Path, target: Path, from_step: int | None, bn_images: int) -> Path:
     """Average the run's kept checkpoints from `from_step` on into an export at `target`."""
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(f"{run}: no config.yaml here; give a training run's folder")
+    cfg = OmegaConf.load(run / "config.yaml")
+    if cfg.get("mode", "inversion") != "inversion":  # a joint run's DETR moves with its chain
+        raise ConfigError(f"{run}: a mode={cfg.mode} run; only inversion runs average")
     inverter = load_inverter(run)  # the run's export: architecture, DETR, preprocessing
     chosen = kept_checkpoints(run, from_step)
     print(f"averaging {len(chosen)} checkpoints, steps {min(chosen)}..{max(chosen)}", flush=True)
     state = average_states([chain_state(p) for p in chosen.values()])
     inverter.chain.load_state_dict(state)
     if inverter.chain.backbone is not None:
-        cfg = OmegaConf.load(run / "config.yaml")
         train = data_splits(cfg.data)[0]
         dataset = CocoDetection(train.images, train.annotations, inverter.transform)
         maps = _backbone_maps(inverter, dataset, bn_images, cfg.data.batch_size, cfg.seed)

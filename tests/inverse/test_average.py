@@ -93,3 +93,11 @@ def test_average_command_bad_options_are_one_line_errors(args, message, tmp_path
     assert average_main([str(tmp_path), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_average_command_wants_an_inversion_run(tmp_path, capsys):
+    assert average_main([str(tmp_path)]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+    (tmp_path / "config.yaml").write_text("mode: joint\n")
+    assert average_main([str(tmp_path)]) == 2
+    assert "only inversion runs average" in capsys.readouterr().err
