@@ -69,8 +69,11 @@ def average_run(run: Path, target: Path, from_step: int | None, bn_images: int) 
     inverter = load_inverter(run)  # the run's export: architecture, DETR, preprocessing
     chosen = kept_checkpoints(run, from_step)
     print(f"averaging {len(chosen)} checkpoints, steps {min(chosen)}..{max(chosen)}", flush=True)
-    state = average_states([chain_state(p) for p in chosen.values()])
-    inverter.chain.load_state_dict(state)
+    try:
+        inverter.chain.load_state_dict(average_states([chain_state(p) for p in chosen.values()]))
+    except (RuntimeError, ValueError) as err:  # a kept checkpoint of another architecture
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(f"{run}: kept checkpoints do not fit its export ({first})") from None
     if inverter.chain.backbone is not None:
         train = data_splits(cfg.data)[0]
         dataset = CocoDetection(train.images, train.annotations, inverter.transform)

@@ -79,6 +79,13 @@ def test_average_command_stores_the_mean_of_the_kept_weights(tiny_overrides, tmp
     inverter = load_inverter(out)
     recon = inverter.reconstruct(torch.rand(1, 3, 64, 64), stage="head")
     assert recon.shape == (1, 3, 64, 64)
+    # a kept checkpoint of another architecture is a one-line error
+    torch.save(
+        {"state_dict": {"chain.x": torch.zeros(1)}, "global_step": 6},
+        kept[0].parent / "step-6.ckpt",
+    )
+    assert average_main([str(first.run_dir), str(out), "--from-step=6"]) == 2
+    assert "do not fit its export" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
