@@ -1,12 +1,13 @@
-"""`python -m inverse_detr average RUN [DST] [--from-step=N] [--bn-images=N]`
+"""`python -m inverse_detr average RUN [DST] [--from-step=N] [--to-step=M] [--bn-images=N]`
 
 Stochastic weight averaging of an inversion run: the uniform mean of the inverse chain's
 weights over the checkpoints the run kept (`RUN/checkpoints/step-*.ckpt`, written every
-`trainer.keep_every_n_steps` steps) from step N on (default: the last quarter of the kept
-steps), BatchNorm statistics recomputed on the backbone embeddings of `--bn-images` training
-images of the run's own data (default 2000), stored as an export in DST (default
-`RUN/averaged`), full precision, beside the run's `export/`. Re-measure it with
-`python -m inverse_detr.analyze analysis.ckpt=DST`; ship it with `ship DST checkpoints/NAME`.
+`trainer.keep_every_n_steps` steps) from step N (default: the last quarter of the kept steps)
+to step M (default: the last kept; a window mid-run, e.g. before a restart), BatchNorm
+statistics recomputed on the backbone embeddings of `--bn-images` training images of the run's
+own data (default 2000), stored as an export in DST (default `RUN/averaged`), full precision,
+beside the run's `export/`. Re-measure it with `python -m inverse_detr.analyze
+analysis.ckpt=DST`; ship it with `ship DST checkpoints/NAME`.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ KEPT = re.compile(r"step-(\d+)\.ckpt")
 CHAIN_PREFIX = "chain."
 
 
-def kept_checkpoints(run: Path, from_step: int | None = None) -> dict[int, Path]:
-    """{step: path} of the run's kept checkpoints with step ≥ from_step (None: the last
-    quarter of the largest kept step); a one-line ConfigError when there are none."""
+def kept_checkpoints(
+    run: Path, from_step: int | None = None, to_step: int | None = None
+) -> dict[int, Path]:
+    """{step: path} of the run's kept checkpoints with from_step ≤ step ≤ to_step (None: the
+    last quarter of the largest kept step; the largest); a one-line ConfigError when none."""
     folder = run / "checkpoints"
     kept = {int(m.group(1)): p for p in folder.glob("step-*.ckpt") if (m := KEPT.fullmatch(p.name))}
     if not kept:
@@ -44,9 +47,12 @@ def kept_checkpoints(run: Path, from_step: int | None = None) -> dict[int, Path]
             f"{folder}: no step-*.ckpt to average; train with trainer.keep_every_n_steps=N"
         )
     start = round(0.75 * max(kept)) if from_step is None else from_step
-    chosen = {step: kept[step] for step in sorted(kept) if step >= start}
+    end = max(kept) if to_step is None else to_step
+    chosen = {step: kept[step] for step in sorted(kept) if start <= step <= end}
     if not chosen:
-        raise ConfigError(f"{folder}: no kept checkpoint at step ≥ {start} (last: {max(kept)})")
+        raise ConfigError(
+            f"{folder}: no kept checkpoint at steps {start}..{end} (kept: {min(kept)}..{max(kept)})"
+        )
     return chosen
 
 
@@ -59,15 +65,17 @@ def chain_state(path: Path) -> dict[str, torch.Tensor]:
     return chain
 
 
-def average_run(run: Path, target: Path, from_step: int | None, bn_images: int) -> Path:
-    """Average the run's kept checkpoints from `from_step` on into an export at `target`."""
+def average_run(
+    run: Path, target: Path, steps: tuple[int | None, int | None], bn_images: int
+) -> Path:
+    """Average the run's kept checkpoints at steps (from, to) into an export at `target`."""
     if not (run / "config.yaml").is_file():
         raise ConfigError(f"{run}: no config.yaml here; give a training run's folder")
     cfg = OmegaConf.load(run / "config.yaml")
     if cfg.get("mode", "inversion") != "inversion":  # a joint run's DETR moves with its chain
         raise ConfigError(f"{run}: a mode={cfg.mode} run; only inversion runs average")
     inverter = load_inverter(run)  # the run's export: architecture, DETR, preprocessing
-    chosen = kept_checkpoints(run, from_step)
+    chosen = kept_checkpoints(run, *steps)
     print(f"averaging {len(chosen)} checkpoints, steps {min(chosen)}..{max(chosen)}", flush=True)
     try:
         inverter.chain.load_state_dict(average_states([chain_state(p) for p in chosen.values()]))
@@ -105,16 +113,18 @@ def _average(args: list[str]) -> None:
     paths = [a for a in args if not a.startswith("--")]
     options = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
     unknown = [a for a in args if a.startswith("--") and "=" not in a]
-    unknown += [f"--{k}" for k in options if k not in ("from-step", "bn-images")]
+    unknown += [f"--{k}" for k in options if k not in ("from-step", "to-step", "bn-images")]
     if not 1 <= len(paths) <= 2 or unknown:
-        raise ConfigError("usage: average RUN [DST] [--from-step=N] [--bn-images=N] (see --help)")
+        raise ConfigError(
+            "usage: average RUN [DST] [--from-step=N] [--to-step=M] [--bn-images=N] (see --help)"
+        )
     run = Path(paths[0])
     target = Path(paths[1]) if len(paths) == 2 else run / "averaged"
-    from_step = _count(options, "from-step", None)
+    steps = _count(options, "from-step", None), _count(options, "to-step", None)
     bn_images = _count(options, "bn-images", 2000)
     if bn_images < 1:
         raise ConfigError(f"--bn-images must be ≥ 1, got {bn_images}")
-    out = average_run(run, target, from_step, bn_images)
+    out = average_run(run, target, steps, bn_images)
     print(f"stored the averaged chain in {out}; re-measure: analyze analysis.ckpt={out}")
 
 

@@ -50,8 +50,11 @@ def test_kept_checkpoints_default_to_the_last_quarter(tmp_path):
     (folder / "last.ckpt").touch()
     assert list(kept_checkpoints(tmp_path)) == [300, 400]  # ≥ 0.75 × 400
     assert list(kept_checkpoints(tmp_path, 0)) == [100, 200, 300, 400]
-    with pytest.raises(ConfigError, match="no kept checkpoint at step ≥ 500"):
+    assert list(kept_checkpoints(tmp_path, 150, 300)) == [200, 300]  # a window mid-run
+    with pytest.raises(ConfigError, match="no kept checkpoint at steps 500..400"):
         kept_checkpoints(tmp_path, 500)
+    with pytest.raises(ConfigError, match="at steps 210..290 .kept: 100..400"):
+        kept_checkpoints(tmp_path, 210, 290)
 
 
 def test_average_command_stores_the_mean_of_the_kept_weights(tiny_overrides, tmp_path, capsys):
@@ -93,6 +96,7 @@ def test_average_command_stores_the_mean_of_the_kept_weights(tiny_overrides, tmp
     [
         (["--bn-images=0"], "--bn-images must be ≥ 1"),
         (["--from-step=x"], "whole number"),
+        (["--to-step=1.5"], "--to-step must be a whole number"),
         (["--fast"], "usage: average"),
     ],
 )
