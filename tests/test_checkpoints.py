@@ -62,6 +62,21 @@ def test_shipped_inverse_modules_beat_the_mean_image(shapes_val_images, name, la
         assert ((recon - images) ** 2).mean() < baseline, stage
 
 
+@pytest.mark.slow
+def test_shipped_chain_reconstructs_from_the_backbone_near_a_fifth_of_the_baseline():
+    """Re-measured from the stored fp16 weights on the 200 val images the README's findings
+    use: backbone image MSE 0.205 × the mean-image baseline's (checkpoints/shapes-inverse/
+    README.md), held to ≤ 0.21 × against regressions; issue 19 asks for 0.2 ×."""
+    from inverse_detr.analysis.setup import prepare
+    from inverse_detr.analysis.stages import stage_analysis
+
+    cfg = load_config(["analysis.images=200", "analysis.analyses=[stages]", "data.num_workers=0"])
+    setup = prepare(cfg)
+    result = stage_analysis(setup.inverter, setup.subset, ["backbone"], progress=False)
+    assert result.images == 200
+    assert result.scores["backbone"].mse <= 0.21 * result.baseline.mse, result.to_dict()
+
+
 @pytest.fixture(scope="module")
 def shapes_val_images() -> torch.Tensor:
     """(32, 3, 128, 128) RGB in [0, 1]: the first default shapes-world val images."""
