@@ -2,11 +2,11 @@
 
 Stochastic weight averaging of an inversion run: the uniform mean of the inverse chain's
 weights over the checkpoints the run kept (`RUN/checkpoints/step-*.ckpt`, written every
-`trainer.keep_every_n_steps` steps) from step N (default: the last quarter of the kept steps)
-to step M (default: the last kept; a window mid-run, e.g. before a restart), BatchNorm
-statistics recomputed on the backbone embeddings of `--bn-images` training images of the run's
-own data (default 2000), stored as an export in DST (default `RUN/averaged`), full precision,
-beside the run's `export/`. Re-measure it with `python -m inverse_detr.analyze
+`trainer.keep_every_n_steps` steps) from step N to step M (default: the last kept step; a
+window mid-run, e.g. before a restart; N defaults to the last quarter of the steps up to M),
+BatchNorm statistics recomputed on the backbone embeddings of `--bn-images` training images
+of the run's own data (default 2000), stored as an export in DST (default `RUN/averaged`),
+full precision, beside the run's `export/`. Re-measure it with `python -m inverse_detr.analyze
 analysis.ckpt=DST`; ship it with `ship DST checkpoints/NAME`.
 """
 
@@ -39,15 +39,16 @@ def kept_checkpoints(
     run: Path, from_step: int | None = None, to_step: int | None = None
 ) -> dict[int, Path]:
     """{step: path} of the run's kept checkpoints with from_step ≤ step ≤ to_step (None: the
-    last quarter of the largest kept step; the largest); a one-line ConfigError when none."""
+    largest kept step; from the last quarter of the steps up to to_step); a one-line
+    ConfigError when there are none."""
     folder = run / "checkpoints"
     kept = {int(m.group(1)): p for p in folder.glob("step-*.ckpt") if (m := KEPT.fullmatch(p.name))}
     if not kept:
         raise ConfigError(
             f"{folder}: no step-*.ckpt to average; train with trainer.keep_every_n_steps=N"
         )
-    start = round(0.75 * max(kept)) if from_step is None else from_step
     end = max(kept) if to_step is None else to_step
+    start = round(0.75 * end) if from_step is None else from_step
     chosen = {step: kept[step] for step in sorted(kept) if start <= step <= end}
     if not chosen:
         raise ConfigError(

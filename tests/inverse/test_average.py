@@ -51,6 +51,7 @@ def test_kept_checkpoints_default_to_the_last_quarter(tmp_path):
     assert list(kept_checkpoints(tmp_path)) == [300, 400]  # ≥ 0.75 × 400
     assert list(kept_checkpoints(tmp_path, 0)) == [100, 200, 300, 400]
     assert list(kept_checkpoints(tmp_path, 150, 300)) == [200, 300]  # a window mid-run
+    assert list(kept_checkpoints(tmp_path, to_step=200)) == [200]  # ≥ 0.75 × 200
     with pytest.raises(ConfigError, match="no kept checkpoint at steps 500..400"):
         kept_checkpoints(tmp_path, 500)
     with pytest.raises(ConfigError, match="at steps 210..290 .kept: 100..400"):
