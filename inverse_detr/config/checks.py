@@ -74,6 +74,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"config key 'inverse.backbone_refine' must be ≥ 0, got {cfg.inverse.backbone_refine}"
         )
+    if cfg.inverse.init_widen and not cfg.inverse.init:
+        raise ConfigError("config key 'inverse.init_widen' needs inverse.init=<export or run>")
     for key in ("data.batch_size", "layout.batch_size", "analysis.batch_size"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must be ≥ 1, got {OmegaConf.select(cfg, key)}")

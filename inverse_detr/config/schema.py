@@ -120,8 +120,12 @@ class InverseConfig:
     # decoder → encoder → backbone by one image loss (stages must be those three)
     objective: str = "stagewise"
     # an export or run folder: start from its trained modules (their sizes; the backbone_*,
-    # layers, heads, ffn_dim, head_* keys are not read), e.g. a second schedule after a first
+    # layers, heads, ffn_dim, head_* keys are not read but for init_widen), e.g. a second
+    # schedule after a first
     init: str = ""
+    # with init: widen its conv inverse backbone to backbone_hidden/backbone_up (same depth, no
+    # layer narrower) keeping the images it makes (inverse/widen.py), then train on
+    init_widen: bool = False
 
 
 @dataclass

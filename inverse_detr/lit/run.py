@@ -38,6 +38,7 @@ from inverse_detr.errors import Preempted
 from inverse_detr.export import export_inverter, load_inverter
 from inverse_detr.inverse.chain import InverseChain
 from inverse_detr.inverse.spec import ChainSpec, build_chain
+from inverse_detr.inverse.widen import widen_backbone
 from inverse_detr.lit.build import build_inversion_module
 from inverse_detr.lit.cache import EmbeddingCache, cache_wanted
 from inverse_detr.lit.callbacks import AnalysisCallback
@@ -83,6 +84,8 @@ def _inversion_job(cfg: DictConfig, run_dir: Path) -> Job:
     chain = None
     if cfg.inverse.init:
         chain, spec = _loaded_chain(cfg.inverse.init, detr, cfg.inverse.stages, "inverse.init")
+        if cfg.inverse.init_widen:
+            chain, spec = _widened(chain, spec, cfg)
     else:
         spec = chain_spec(cfg.inverse, detr)
     wanted, why = cache_wanted(cfg)
@@ -196,6 +199,18 @@ def _loaded_chain(
     for stage in set(loaded.spec.stages) - set(stages):
         setattr(loaded.chain, stage, None)
     return loaded.chain, replace(loaded.spec, stages=tuple(stages))
+
+
+def _widened(
+    chain: InverseChain, spec: ChainSpec, cfg: DictConfig
+) -> tuple[InverseChain, ChainSpec]:
+    inv = cfg.inverse
+    try:
+        chain, wide = widen_backbone(chain, spec, inv.backbone_hidden, inv.backbone_up, cfg.seed)
+    except ValueError as err:
+        raise ConfigError(f"inverse.init_widen with inverse.init={inv.init}: {err}") from None
+    log.info("inverse backbone widened to %s, up %s", wide.backbone_hidden, wide.backbone_up)
+    return chain, wide
 
 
 @dataclass
