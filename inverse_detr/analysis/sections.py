@@ -1,6 +1,6 @@
-"""Report sections and logger scalars of the grayscale, detection-error, chains and spectrum
-analyses (the suite calls these beside its own sections for the stage, cross-layer and colour
-analyses)."""
+"""Report sections and logger scalars of the grayscale, detection-error, chains, spectrum and
+interiors analyses (the suite calls these beside its own sections for the stage, cross-layer
+and colour analyses)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from inverse_detr.analysis import plots
 from inverse_detr.analysis.chains import ChainsResult
 from inverse_detr.analysis.detection_errors import GROUPS, ErrorsResult
 from inverse_detr.analysis.grayscale import INPUTS, GrayscaleResult
+from inverse_detr.analysis.interiors import BACKGROUND, InteriorsResult
 from inverse_detr.analysis.report import Section, Table
 from inverse_detr.analysis.spectrum import SpectrumResult
 
@@ -239,3 +240,47 @@ def spectrum_section(result: SpectrumResult, out: Path) -> Section:
         ],
         [_save(bars, out / "spectrum_kept.png")],
     )
+
+
+def interiors_scalars(result: InteriorsResult) -> dict[str, float]:
+    """`analysis/<stage>/interior_<error|floor|kept>/<category>` and the background's share."""
+    out = {}
+    for stage, rows in result.rows.items():
+        for category, row in rows.items():
+            keys = ("share",) if category == BACKGROUND else ("error", "floor", "kept")
+            out |= {f"analysis/{stage}/interior_{k}/{category}": row[k] for k in keys}
+    return {k: v for k, v in out.items() if _defined(v) is not None}
+
+
+def interiors_section(result: InteriorsResult, out: Path, names: dict[int, str]) -> Section:
+    def label(category: str) -> str:
+        return category if category == BACKGROUND else names.get(int(category), category)
+
+    keys = ("objects", "error", "floor", "spread", "kept", "share")
+    rows = [
+        [f"{stage} · {label(c)}", *(_defined(r.get(k)) for k in keys)]
+        for stage, by_category in result.rows.items()
+        for c, r in by_category.items()
+    ]
+    bars = plots.grouped_bars(
+        {label(c): {s: _defined(result.rows[s][c]["kept"]) for s in result.rows} for c in
+         next(iter(result.rows.values())) if c != BACKGROUND},
+        "correlation of the pattern",
+        "the pattern inside the objects kept in place, by stage",
+    )  # fmt: skip
+    return Section(
+        "Inside the objects: pattern or colour",
+        f"{result.images} images; each object's mask eroded by {result.erode} px. Error: the "
+        "stage's MSE in the interior ([0, 1] RGB); floor: the image's own spread around the "
+        "interior's mean colour, the error of a flat fill of the right colour; spread: the "
+        "reconstruction's around its own mean; kept: correlation of the two patterns' "
+        "luminance (0: the pattern is lost or at another phase); share: the category's whole "
+        "masks' part of the stage's image MSE.",
+        [Table(["stage · category", *keys], rows)],
+        [_save(bars, out / "interiors_kept.png")],
+    )
+
+
+def _defined(value: float | None) -> float | None:
+    """NaN (undefined) as None, which tables print as '–' and plots leave out."""
+    return None if value is None or value != value else value

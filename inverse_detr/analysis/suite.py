@@ -18,6 +18,7 @@ from inverse_detr.analysis.color import MIN_AREA, ColorResult, color_analysis
 from inverse_detr.analysis.cross_layer import CrossLayerResult, cross_layer_analysis
 from inverse_detr.analysis.detection_errors import ErrorsResult, error_analysis
 from inverse_detr.analysis.grayscale import GrayscaleResult, grayscale_analysis
+from inverse_detr.analysis.interiors import InteriorsResult, interiors_analysis
 from inverse_detr.analysis.report import Section, Table
 from inverse_detr.analysis.sections import (
     chains_scalars,
@@ -26,6 +27,8 @@ from inverse_detr.analysis.sections import (
     errors_section,
     grayscale_scalars,
     grayscale_section,
+    interiors_scalars,
+    interiors_section,
     spectrum_scalars,
     spectrum_section,
 )
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 
 ANALYSES = ("stages", "cross_layer", "color")  # the default set
 # run only when named (analyses=[grayscale,errors]); config/checks.py accepts the same names
-EXTRA_ANALYSES = ("grayscale", "errors", "chains", "spectrum")
+EXTRA_ANALYSES = ("grayscale", "errors", "chains", "spectrum", "interiors")
 RECOLOURING = ("red", "green", "blue", "shift120", "shift240")  # filters that set a new hue
 
 
@@ -67,6 +70,7 @@ Result = (
     | ErrorsResult
     | ChainsResult
     | SpectrumResult
+    | InteriorsResult
 )
 
 
@@ -101,6 +105,10 @@ def run_analyses(
             results[name] = compare_chains(chains, subset, None, options.batch_size, 6, progress)
         elif name == "spectrum":
             results[name] = spectrum_analysis(inverter, subset, None, options.batch_size, progress)
+        elif name == "interiors":
+            results[name] = interiors_analysis(
+                inverter, subset, None, options.batch_size, 3, progress
+            )
         else:
             known = ", ".join((*ANALYSES, *EXTRA_ANALYSES))
             raise ValueError(f"unknown analysis {name!r}; expected one of {known}")
@@ -135,6 +143,8 @@ def scalars(results: dict[str, Result]) -> dict[str, float]:
         out |= chains_scalars(chains)
     if spectrum := results.get("spectrum"):
         out |= spectrum_scalars(spectrum)
+    if interiors := results.get("interiors"):
+        out |= interiors_scalars(interiors)
     return out
 
 
@@ -165,6 +175,8 @@ def save_outputs(
         sections.append(chains_section(chains, out_dir))
     if spectrum := results.get("spectrum"):
         sections.append(spectrum_section(spectrum, out_dir))
+    if interiors := results.get("interiors"):
+        sections.append(interiors_section(interiors, out_dir, names or {}))
     record = {name: result.to_dict() for name, result in results.items()}
     (out_dir / "metrics.json").write_text(json.dumps(_finite(record), indent=2))
     return sections

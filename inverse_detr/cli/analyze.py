@@ -1,9 +1,10 @@
 """`python -m inverse_detr.analyze [ckpt=<export or run>] [analyses=[stages,cross_layer,color]]`
 
-Analyses: stages, cross_layer, color (the default set), grayscale, errors, chains and spectrum
-(run when named, e.g. `analyses=[grayscale,errors]`; chains compares `ckpt` with the chains of
-`analysis.compare=[...]` on the same images; spectrum splits each stage's error into spatial
-frequency bands).
+Analyses: stages, cross_layer, color (the default set), grayscale, errors, chains, spectrum and
+interiors (run when named, e.g. `analyses=[grayscale,errors]`; chains compares `ckpt` with the
+chains of `analysis.compare=[...]` on the same images; spectrum splits each stage's error into
+spatial frequency bands; interiors asks per category whether the pattern inside the objects is
+kept or only their colour, and where the error lives).
 
 Runs the analyses of a trained inverse chain (default: the shipped `checkpoints/shapes-inverse`)
 on a seeded fixed subset of the validation split of `data` (default: the shapes world; pass
@@ -20,6 +21,7 @@ e.g. `data=coco data.root=...` for a COCO run) and writes an output folder:
                                                            analyses=errors
   chains_reconstructions.png                               analyses=chains
   spectrum_kept.png                                        analyses=spectrum
+  interiors_kept.png                                       analyses=interiors
 When `ckpt` is a training run folder (its config.yaml beside export/), the data settings are
 the run's; `data.*` keys on the command line win key by key, and `data=NAME` or `experiment=`
 takes the data section from the command line alone. Images are preprocessed as the export

@@ -8,9 +8,9 @@ from inverse_detr.config.schema import ANALYSES, FILTERS, ConfigError
 
 # analyses outside the default set (schema's ANALYSES), run only when named:
 # analyses=[grayscale,errors] (inverse_detr/analysis/suite.py EXTRA_ANALYSES)
-EXTRA_ANALYSES = ("grayscale", "errors", "chains", "spectrum")
+EXTRA_ANALYSES = ("grayscale", "errors", "chains", "spectrum", "interiors")
 # what training callbacks may run besides ANALYSES: chains needs other chains to compare with
-CALLBACK_EXTRA_ANALYSES = ("grayscale", "errors", "spectrum")
+CALLBACK_EXTRA_ANALYSES = ("grayscale", "errors", "spectrum", "interiors")
 
 CHOICES = {
     "mode": ("inversion", "joint", "detection"),

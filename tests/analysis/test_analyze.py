@@ -80,6 +80,17 @@ def test_analyze_writes_the_spectrum(tiny_export, data_overrides, tmp_path):
     assert "Reconstruction error by spatial frequency" in (out / "report.html").read_text()
 
 
+def test_analyze_writes_the_interiors_table(tiny_export, data_overrides, tmp_path):
+    out = tmp_path / "report"
+    args = [f"ckpt={tiny_export}", "analyses=[interiors]", f"analysis.out={out}"]
+    assert main([*args, "analysis.images=2", *data_overrides]) == 0
+    record = json.loads((out / "metrics.json").read_text())["interiors"]
+    assert set(record["rows"]) == {"backbone", "encoder", "decoder", "head"}
+    assert "background" in record["rows"]["backbone"]
+    assert (out / "interiors_kept.png").exists()
+    assert "Inside the objects: pattern or colour" in (out / "report.html").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
