@@ -30,13 +30,16 @@ def widen_stack(
     their width. Raises ValueError naming the layer whose shape cannot be widened into.
     """
     pairs = [(o, n) for o, n in zip(old, new, strict=True) if _has_weights(o, n)]
+    convs = sum(isinstance(o, nn.ConvTranspose2d) for o, _ in pairs)
     source: torch.Tensor | None = None  # new input channel → the old channel it copies
-    for index, (o, n) in enumerate(pairs):
+    index = 0  # of the conv
+    for o, n in pairs:
         if isinstance(o, nn.BatchNorm2d):
             _copy_batch_norm(o, n, source)
             continue
-        last = index == len(pairs) - 1
+        last = index == convs - 1
         out_source = _channel_sources(o.out_channels, n.out_channels, generator, index, last)
+        index += 1
         weight = o.weight
         if source is not None:
             weight = _split_rows(weight, source, generator, noise)
@@ -58,7 +61,7 @@ def _channel_sources(
 ) -> torch.Tensor:
     """(new,) long: channel i < old is itself, the others copy random old channels."""
     if new < old or (last and new != old):
-        raise ValueError(f"layer {index} has {old} output channels; it cannot become {new}")
+        raise ValueError(f"conv {index} has {old} output channels; it cannot become {new}")
     extra = torch.randint(0, old, (new - old,), generator=generator)
     return torch.cat([torch.arange(old), extra])
 

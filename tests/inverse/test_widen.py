@@ -52,8 +52,10 @@ def test_copies_start_equal_but_are_read_unevenly_so_they_can_part():
 def test_widening_refuses_a_narrower_layer_another_depth_or_a_linear_backbone():
     spec = ChainSpec(8, 4, 3, 4, stages=("backbone",), backbone_hidden=(6,), backbone_up=(4, 4))
     chain = build_chain(spec)
-    with pytest.raises(ValueError, match="layer 0 has 6 output channels; it cannot become 5"):
+    with pytest.raises(ValueError, match="conv 0 has 6 output channels; it cannot become 5"):
         widen_backbone(chain, spec, [5], [4, 4], seed=0)
+    with pytest.raises(ValueError, match="conv 2 has 4 output channels; it cannot become 3"):
+        widen_backbone(chain, spec, [6], [4, 3], seed=0)
     with pytest.raises(ValueError, match="widening keeps the depth"):
         widen_backbone(chain, spec, [6, 6], [4, 4], seed=0)
     linear = ChainSpec(8, 4, 3, 4, stages=("backbone",), backbone_kind="linear")
