@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 BACKGROUND = "background"  # the row of the pixels no object covers
 FLAT = 1e-9  # a mean squared luminance deviation below this is flat ((1/255)² ≈ 1.5e-5)
-SUMS = ("pixels", "error", "floor", "spread", "kept", "kept_objects", "objects", "mask_error")
+SUMS = ("pixels", "error", "floor", "spread", "kept", "kept_objects", "objects")
+MASK_SUMS = ("mask_pixels", "mask_error")  # whole masks (the background: its pixels)
 
 
 def erode(masks: torch.Tensor, pixels: int) -> torch.Tensor:
@@ -70,8 +71,9 @@ def interior_stats(recon: torch.Tensor, image: torch.Tensor, inside: torch.Tenso
 
 @dataclass
 class InteriorsResult:
-    """rows[stage][category]: objects, pixels (interior), error, floor, spread, kept, share;
-    rows[stage]["background"]: pixels, error, share. Categories are the dataset's ids."""
+    """rows[stage][category]: objects, pixels (interior), mask_pixels (whole masks), error,
+    floor, spread, kept, share; rows[stage]["background"]: pixels, mask_pixels (the same),
+    error, share. Categories are the dataset's ids, as strings."""
 
     images: int
     erode: int
@@ -94,7 +96,7 @@ def interiors_analysis(
     which must carry instance masks."""
     stages = stages or [s for s in available_stages(inverter.chain) if s != "head_soft"]
     subset = subset.to(inverter.device)
-    sums = {s: defaultdict(lambda: dict.fromkeys(SUMS, 0.0)) for s in stages}
+    sums = {s: defaultdict(lambda: dict.fromkeys(SUMS + MASK_SUMS, 0.0)) for s in stages}
     total = dict.fromkeys(stages, 0.0)  # each stage's squared error over every real pixel
     for batch in subset.chunks(batch_size, "interiors" if progress else ""):
         owners, masks, labels = batch_objects(batch.targets)
@@ -110,19 +112,22 @@ def interiors_analysis(
             total[name] += float(squared.sum())
             row = sums[name][BACKGROUND]
             row["pixels"] += float(background.sum())
+            row["mask_pixels"] += float(background.sum())
             row["mask_error"] += float((squared * background).sum())
             stats = interior_stats(recon[owners], batch.images[owners], inside)
-            mask_error = (squared[owners] * masks).sum((1, 2))
+            whole = {
+                "mask_pixels": masks.sum((1, 2)),
+                "mask_error": (squared[owners] * masks).sum((1, 2)),
+            }
             for m, label in enumerate(labels.tolist()):
-                _add_object(sums[name][str(label)], stats, m, float(mask_error[m]))
+                _add_object(sums[name][str(label)], stats | whole, m)
     rows = {s: _rows(sums[s], total[s]) for s in stages}
     return InteriorsResult(len(subset), erode_pixels, rows)
 
 
-def _add_object(row: dict, stats: dict, m: int, mask_error: float) -> None:
+def _add_object(row: dict, stats: dict, m: int) -> None:
     row["objects"] += 1
-    row["mask_error"] += mask_error
-    for key in ("pixels", "error", "floor", "spread"):
+    for key in ("pixels", "error", "floor", "spread", *MASK_SUMS):
         row[key] += float(stats[key][m])
     if not torch.isnan(stats["kept"][m]):
         row["kept"] += float(stats["kept"][m])
@@ -136,6 +141,7 @@ def _rows(sums: dict, total: float) -> dict[str, dict[str, float]]:
     for key, s in sorted(sums.items(), key=lambda kv: (kv[0] == BACKGROUND, kv[0])):
         values = 3 * s["pixels"]
         row = {"share": s["mask_error"] / total if total else nan, "pixels": s["pixels"]}
+        row["mask_pixels"] = s["mask_pixels"]
         if key == BACKGROUND:
             row["error"] = s["mask_error"] / values if values else nan
         else:

@@ -256,7 +256,7 @@ def interiors_section(result: InteriorsResult, out: Path, names: dict[int, str])
     def label(category: str) -> str:
         return category if category == BACKGROUND else names.get(int(category), category)
 
-    keys = ("objects", "error", "floor", "spread", "kept", "share")
+    keys = ("objects", "mask_pixels", "error", "floor", "spread", "kept", "share")
     rows = [
         [f"{stage} · {label(c)}", *(_defined(r.get(k)) for k in keys)]
         for stage, by_category in result.rows.items()
@@ -274,8 +274,8 @@ def interiors_section(result: InteriorsResult, out: Path, names: dict[int, str])
         "stage's MSE in the interior ([0, 1] RGB); floor: the image's own spread around the "
         "interior's mean colour, the error of a flat fill of the right colour; spread: the "
         "reconstruction's around its own mean; kept: correlation of the two patterns' "
-        "luminance (0: the pattern is lost or at another phase); share: the category's whole "
-        "masks' part of the stage's image MSE.",
+        "luminance (0: the pattern is lost or at another phase); mask_pixels and share: the "
+        "category's whole masks, their pixels and their part of the stage's image MSE.",
         [Table(["stage · category", *keys], rows)],
         [_save(bars, out / "interiors_kept.png")],
     )

@@ -50,6 +50,7 @@ def test_interiors_analysis_shares_add_up_and_the_background_is_counted(tiny_inv
         # visible masks do not overlap in the shapes world: the shares cover the image once
         assert sum(r["share"] for r in rows.values()) == pytest.approx(1.0, rel=1e-4)
         real = float(val_images.pixel_mask.sum())
+        assert sum(r["mask_pixels"] for r in rows.values()) == real
         background = rows[BACKGROUND]  # its error × pixels is its share of the image's
         mse = stages.scores[stage].mse
         assert background["error"] * background["pixels"] == pytest.approx(
