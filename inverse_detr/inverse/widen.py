@@ -93,7 +93,9 @@ def widen_backbone(
     """`chain` with its conv inverse backbone widened to `hidden`/`up` (as many layers as
     before, none narrower), computing the same images; the other modules are shared as they
     are. Raises ValueError with the reason when `spec` cannot be widened so."""
-    if "backbone" not in spec.stages or spec.backbone_kind != "conv":
+    if "backbone" not in spec.stages:
+        raise ValueError("the chain has no inverse backbone to widen")
+    if spec.backbone_kind != "conv":
         raise ValueError("only a conv inverse backbone can be widened")
     old_up = spec.backbone_up or reference_up(spec.stride)
     if len(hidden) != len(spec.backbone_hidden) or len(up) != len(old_up):

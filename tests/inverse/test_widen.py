@@ -1,5 +1,7 @@
 """Widening a trained inverse backbone: the same images, symmetry broken, clear refusals."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -58,6 +60,9 @@ def test_widening_refuses_a_narrower_layer_another_depth_or_a_linear_backbone():
         widen_backbone(chain, spec, [6], [4, 3], seed=0)
     with pytest.raises(ValueError, match="widening keeps the depth"):
         widen_backbone(chain, spec, [6, 6], [4, 4], seed=0)
+    with pytest.raises(ValueError, match="no inverse backbone to widen"):
+        encoder_only = replace(spec, stages=("encoder",), encoder_layers=1, encoder_ffn=8)
+        widen_backbone(build_chain(encoder_only), encoder_only, [6], [4, 4], seed=0)
     linear = ChainSpec(8, 4, 3, 4, stages=("backbone",), backbone_kind="linear")
     with pytest.raises(ValueError, match="only a conv inverse backbone"):
         widen_backbone(build_chain(linear), linear, [6], [4, 4], seed=0)
