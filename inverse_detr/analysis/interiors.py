@@ -17,6 +17,7 @@ COCO, count their pixels once per object, and the shares add up to more than 1).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -106,6 +107,7 @@ def interiors_analysis(
         covered = torch.zeros(real.shape, device=real.device).index_add_(0, owners, masks.float())
         background = real & (covered == 0)
         inside = erode(masks, erode_pixels) & real[owners]
+        background_pixels = float(background.sum())  # the same for every stage
         emb = embed(inverter, batch.images, batch.pixel_mask)
         for name in stages:
             stage, soft = VARIANTS[name]
@@ -113,26 +115,27 @@ def interiors_analysis(
             squared = (recon - batch.images).pow(2).sum(1) * real  # (B, H, W) over channels
             total[name] += float(squared.sum())
             row = sums[name][BACKGROUND]
-            row["pixels"] += float(background.sum())
-            row["mask_pixels"] += float(background.sum())
+            row["pixels"] += background_pixels
+            row["mask_pixels"] += background_pixels
             row["mask_error"] += float((squared * background).sum())
             for part in torch.arange(len(labels), device=labels.device).split(OBJECTS_AT_ONCE):
                 o = owners[part]  # (K,) a few objects at a time: (K, 3, H, W) copies stay small
                 stats = interior_stats(recon[o], batch.images[o], inside[part])
                 stats["mask_pixels"] = masks[part].sum((1, 2))
                 stats["mask_error"] = (squared[o] * masks[part]).sum((1, 2))
+                values = {key: v.tolist() for key, v in stats.items()}  # one copy to the host
                 for m, label in enumerate(labels[part].tolist()):
-                    _add_object(sums[name][str(label)], stats, m)
+                    _add_object(sums[name][str(label)], values, m)
     rows = {s: _rows(sums[s], total[s]) for s in stages}
     return InteriorsResult(len(subset), erode_pixels, rows)
 
 
-def _add_object(row: dict, stats: dict, m: int) -> None:
+def _add_object(row: dict, values: dict[str, list[float]], m: int) -> None:
     row["objects"] += 1
     for key in ("pixels", "error", "floor", "spread", *MASK_SUMS):
-        row[key] += float(stats[key][m])
-    if not torch.isnan(stats["kept"][m]):
-        row["kept"] += float(stats["kept"][m])
+        row[key] += values[key][m]
+    if not math.isnan(values["kept"][m]):
+        row["kept"] += values["kept"][m]
         row["kept_objects"] += 1
 
 

@@ -70,25 +70,30 @@ def test_analyze_runs_only_the_chosen_analyses(tiny_export, data_overrides, tmp_
     assert not (out / "stage_mse.png").exists()
 
 
-def test_analyze_writes_the_spectrum(tiny_export, data_overrides, tmp_path):
+@pytest.mark.parametrize(
+    ("analysis", "stages_key", "figure", "title"),
+    [
+        (
+            "spectrum",
+            "error_power",
+            "spectrum_kept.png",
+            "Reconstruction error by spatial frequency",
+        ),
+        ("interiors", "rows", "interiors_kept.png", "Inside the objects: pattern or colour"),
+    ],
+)
+def test_analyze_writes_an_extra_analysis(
+    tiny_export, data_overrides, tmp_path, analysis, stages_key, figure, title
+):
     out = tmp_path / "report"
-    args = [f"ckpt={tiny_export}", "analyses=[spectrum]", f"analysis.out={out}"]
+    args = [f"ckpt={tiny_export}", f"analyses=[{analysis}]", f"analysis.out={out}"]
     assert main([*args, "analysis.images=2", *data_overrides]) == 0
-    record = json.loads((out / "metrics.json").read_text())["spectrum"]
-    assert set(record["error_power"]) == {"backbone", "encoder", "decoder", "head"}
-    assert (out / "spectrum_kept.png").exists()
-    assert "Reconstruction error by spatial frequency" in (out / "report.html").read_text()
-
-
-def test_analyze_writes_the_interiors_table(tiny_export, data_overrides, tmp_path):
-    out = tmp_path / "report"
-    args = [f"ckpt={tiny_export}", "analyses=[interiors]", f"analysis.out={out}"]
-    assert main([*args, "analysis.images=2", *data_overrides]) == 0
-    record = json.loads((out / "metrics.json").read_text())["interiors"]
-    assert set(record["rows"]) == {"backbone", "encoder", "decoder", "head"}
-    assert "background" in record["rows"]["backbone"]
-    assert (out / "interiors_kept.png").exists()
-    assert "Inside the objects: pattern or colour" in (out / "report.html").read_text()
+    record = json.loads((out / "metrics.json").read_text())[analysis]
+    assert set(record[stages_key]) == {"backbone", "encoder", "decoder", "head"}
+    assert (out / figure).exists()
+    assert title in (out / "report.html").read_text()
+    if analysis == "interiors":
+        assert "background" in record["rows"]["backbone"]
 
 
 @pytest.mark.parametrize(
